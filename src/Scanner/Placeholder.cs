@@ -1,0 +1,1 @@
+namespace Interposer.Scanner; internal static class Placeholder {}
