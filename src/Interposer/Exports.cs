@@ -1,7 +1,136 @@
+// Exports.cs — the core's entry points, called only by the C shim (native-shim/interposer_abi.h).
+// Every export catches everything: an exception must never cross into C. On an unexpected error
+// the core tells the shim to stop tracking (the host runs on) and returns -1.
+using System;
+using System.Collections.Generic;
 using System.Runtime.InteropServices;
+using Interposer.Native;
+using Interposer.Options;
+using Interposer.Recording;
+
 namespace Interposer;
+
 internal static unsafe class Exports
 {
-    [UnmanagedCallersOnly(EntryPoint = "interposer_probe")]
-    private static int Probe() => 42;
+    private static Settings s_settings = new();
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_core_init")]
+    private static int Init(IpShimApi* api, IpCoreConfig* config)
+    {
+        try
+        {
+            *config = default;
+            if (api == null || api->AbiVersion != Abi.AbiVersion || api->StructSize != (uint)sizeof(IpShimApi))
+            {
+                Diagnostics.Message($"ABI mismatch between libinterposer.so and libinterposer_core.so (expected version {Abi.AbiVersion}); rebuild both");
+                return -1;
+            }
+            var errors = new List<string>();
+            s_settings = OptionTable.Parse(Environment.GetEnvironmentVariable(OptionTable.EnvironmentVariable), errors);
+            foreach (string e in errors)
+                Diagnostics.Message(e);
+            if (s_settings.Help)
+                Diagnostics.Raw(OptionTable.HelpText());
+            if (!s_settings.Enabled)
+                return 0; // config->Enabled = 0: a pure pass-through
+            Recorder.Start(api, s_settings);
+            config->Enabled = 1;
+            config->MaxFrames = s_settings.MaxFrames;
+            config->Verbosity = s_settings.Verbosity;
+            config->ExitWork = s_settings.DumpAtExit.Length > 0 || s_settings.Verbosity >= 2 ? 1 : 0;
+            if (s_settings.Verbosity >= 1)
+                Diagnostics.Message($"tracking pid {Interop.Libc.GetPid()}, unwinder={s_settings.Unwinder}, max_frames={s_settings.MaxFrames}");
+            return 0;
+        }
+        catch (Exception e)
+        {
+            Diagnostics.Message("failed to start: " + e.Message);
+            return -1;
+        }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_alloc")]
+    private static int OnAlloc(IpAllocEvent* ev)
+    {
+        try { return Recorder.OnAlloc(ev); }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_free")]
+    private static int OnFree(ulong address, IpRecord* stash)
+    {
+        try { return Recorder.OnFree(address, stash); }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_restore")]
+    private static int OnRestore(IpRecord* record)
+    {
+        try { return Recorder.OnRestore(record); }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_thread_start")]
+    private static int OnThreadStart(int tid, byte* name)
+    {
+        try { return Recorder.OnThreadStart(tid, name); }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_fork")]
+    private static int OnFork(int phase)
+    {
+        try
+        {
+            if (phase == 0) Recorder.LockAll();
+            else Recorder.UnlockAll();
+            return 0;
+        }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_exit")]
+    private static int OnExit()
+    {
+        try
+        {
+            Recorder.Replay();
+            if (s_settings.DumpAtExit.Length > 0)
+                LiveDump.Write(s_settings.DumpAtExit);
+            if (s_settings.Verbosity >= 2)
+                Diagnostics.Message(LiveDump.Statistics());
+            return 0;
+        }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_core_live_blocks")]
+    private static long LiveBlocks()
+    {
+        try
+        {
+            Recorder.Replay();
+            return Recorder.Table.Count;
+        }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_core_dump")]
+    private static int Dump(byte* path)
+    {
+        try
+        {
+            Recorder.Replay();
+            string? p = Marshal.PtrToStringUTF8((IntPtr)path);
+            return LiveDump.Write(string.IsNullOrEmpty(p) ? "-" : p);
+        }
+        catch (Exception e) { return Fail(e); }
+    }
+
+    private static int Fail(Exception e)
+    {
+        try { Recorder.Disable("internal error: " + e.GetType().Name + ": " + e.Message); }
+        catch { /* nothing more can be done safely */ }
+        return -1;
+    }
 }

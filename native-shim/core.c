@@ -1,0 +1,234 @@
+/*
+ * core.c — start-up, fork and exit: loads the managed core and keeps the host unchanged.
+ *
+ * Start-up order (the constructor below):
+ *   1. remember the host's SIGPIPE disposition (the runtime sets SIG_IGN, which would change the
+ *      host: `yes | head -1` must still die of SIGPIPE);
+ *   2. create the thread-exit key and the fork handlers *before* the runtime exists;
+ *   3. with the guard held, dlopen libinterposer_core.so (RTLD_LOCAL, found next to this file):
+ *      the NativeAOT runtime starts inside dlopen and its ~220 mallocs are internal;
+ *   4. hand the core the shim API, read back its configuration;
+ *   5. restore SIGPIPE, switch to ACTIVE (or DISABLED) and replay what was deferred.
+ * Any failure disables Interposer with one stderr line; the program runs on untouched.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "shim_internal.h"
+
+int g_ip_mode = IP_MODE_EARLY;
+ip_core g_ip_core;
+static int s_fork_locked;       /* prepare took the core's locks (this process, this fork) */
+
+void ip_message(const char *a, const char *b)
+{
+    char buf[512];
+    size_t n = 0;
+    const char *parts[] = {"interposer: ", a, b, "\n"};
+    for (size_t i = 0; i < 4; i++)
+        for (const char *c = parts[i]; c != NULL && *c != '\0' && n < sizeof buf - 1; c++)
+            buf[n++] = *c;
+    ssize_t ignored = write(2, buf, n);
+    (void)ignored;
+}
+
+void ip_disable(const char *reason)
+{
+    if (__atomic_exchange_n(&g_ip_mode, IP_MODE_DISABLED, __ATOMIC_ACQ_REL) != IP_MODE_DISABLED &&
+        reason != NULL)
+        ip_message("tracking disabled: ", reason);
+}
+
+static void api_disable(const char *reason) { ip_disable(reason); }
+
+static int32_t (*s_unw_backtrace)(void **, int32_t);
+
+static void load_libunwind(void)
+{
+    /* RTLD_LOCAL: libunwind exports _Unwind_* and backtrace, which must not interpose the
+       host's. Absent libunwind is fine: the core has its own unwinder. */
+    void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (h != NULL)
+        s_unw_backtrace = (int32_t(*)(void **, int32_t))dlsym(h, "unw_backtrace");
+}
+
+static const ip_shim_api s_api = {
+    .abi_version = IP_ABI_VERSION,
+    .struct_size = sizeof(ip_shim_api),
+    .deferred_pop = ip_deferred_pop,
+    .deferred_enqueued = NULL, /* filled at start-up */
+    .disable = api_disable,
+    .unw_backtrace = NULL, /* filled at start-up (static const data cannot hold the dlsym) */
+    .deferred_dropped = &g_ip_deferred_dropped,
+};
+static ip_shim_api s_api_live;
+
+static int load_core(void)
+{
+    Dl_info info;
+    if (dladdr((void *)load_core, &info) == 0 || info.dli_fname == NULL)
+        return ip_message("cannot find libinterposer.so's own path", ""), -1;
+    char path[4096];
+    const char *slash = strrchr(info.dli_fname, '/');
+    size_t dir = slash ? (size_t)(slash - info.dli_fname) + 1 : 0;
+    const char *name = "libinterposer_core.so";
+    if (dir + strlen(name) + 1 > sizeof path)
+        return ip_message("library path too long: ", info.dli_fname), -1;
+    memcpy(path, info.dli_fname, dir);
+    strcpy(path + dir, name);
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        const char *err = dlerror();
+        ip_message("cannot load the core: ", err ? err : path);
+        return -1;
+    }
+#define IP_BIND(field, sym)                                                                        \
+    if ((*(void **)&g_ip_core.field = dlsym(h, sym)) == NULL)                                      \
+        return ip_message("the core lacks ", sym), -1;
+    IP_BIND(on_alloc, "interposer_on_alloc")
+    IP_BIND(on_free, "interposer_on_free")
+    IP_BIND(on_restore, "interposer_on_restore")
+    IP_BIND(on_thread_start, "interposer_on_thread_start")
+    IP_BIND(on_fork, "interposer_on_fork")
+    IP_BIND(on_exit, "interposer_on_exit")
+    IP_BIND(live_blocks, "interposer_core_live_blocks")
+    IP_BIND(dump, "interposer_core_dump")
+#undef IP_BIND
+    int32_t (*init)(const ip_shim_api *, ip_core_config *) =
+        (int32_t(*)(const ip_shim_api *, ip_core_config *))dlsym(h, "interposer_core_init");
+    if (init == NULL)
+        return ip_message("the core lacks ", "interposer_core_init"), -1;
+    s_api_live = s_api;
+    s_api_live.unw_backtrace = s_unw_backtrace;
+    s_api_live.deferred_enqueued = ip_deferred_enqueued_counter();
+    if (init(&s_api_live, &g_ip_core.config) != 0)
+        return -1; /* the core said why */
+    return 0;
+}
+
+/* ---- fork: the child must not inherit a held metadata lock (DESIGN guard rule 4) ---------- */
+
+static void fork_prepare(void)
+{
+    s_fork_locked = 0;
+    if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE)
+        return;
+    ip_thread_register();
+    ip_thread *t = &ip_tls;
+    if (t->guard != 0 || t->state != IP_T_HOST)
+        return;
+    t->guard = 1; /* held until parent/child: mallocs inside fork() must not wait on our locks */
+    if (g_ip_core.on_fork(0) == 0)
+        s_fork_locked = 1;
+    else
+        t->guard = 0;
+}
+
+static void fork_parent(void)
+{
+    if (!s_fork_locked)
+        return;
+    g_ip_core.on_fork(1);
+    ip_tls.guard = 0;
+}
+
+static void fork_child(void)
+{
+    if (!s_fork_locked) {
+        /* The locks could not be taken: the child's metadata may be mid-update. */
+        if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE)
+            ip_disable("fork from a thread that could not lock the metadata");
+        return;
+    }
+    g_ip_core.on_fork(2);
+    ip_tls.guard = 0;
+}
+
+/* ---- exit: at-exit work runs on an internal thread, because by the time atexit handlers run
+   the main thread has been detached from the runtime (see threads.c). ---------------------- */
+
+static void *exit_worker(void *unused)
+{
+    (void)unused;
+    g_ip_core.on_exit();
+    return NULL;
+}
+
+static void at_exit(void)
+{
+    if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE ||
+        !g_ip_core.config.exit_work)
+        return;
+    ip_thread *t = &ip_tls;
+    int saved_guard = t->guard;
+    t->guard = 1; /* the worker is internal for life */
+    pthread_t th;
+    int rc = pthread_create(&th, NULL, exit_worker, NULL);
+    t->guard = saved_guard;
+    if (rc != 0) {
+        ip_message("cannot start the exit worker thread", "");
+        return;
+    }
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 30;
+    if (pthread_timedjoin_np(th, NULL, &deadline) != 0)
+        ip_message("at-exit work did not finish within 30 s; exiting without it", "");
+}
+
+__attribute__((constructor)) static void ip_init(void)
+{
+    struct sigaction host_sigpipe;
+    int have_sigpipe = sigaction(SIGPIPE, NULL, &host_sigpipe) == 0;
+    ip_threads_init();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    ip_tls.guard = 1;
+    load_libunwind();
+    int rc = load_core();
+    ip_tls.guard = 0;
+    if (have_sigpipe)
+        sigaction(SIGPIPE, &host_sigpipe, NULL);
+    if (rc != 0 || !g_ip_core.config.enabled) {
+        ip_disable(rc != 0 ? "the core failed to start" : NULL);
+        return;
+    }
+    atexit(at_exit);
+    __atomic_store_n(&g_ip_mode, IP_MODE_ACTIVE, __ATOMIC_RELEASE);
+    ip_thread_register(); /* the main thread; the core replays early events on its first insert */
+}
+
+/* ---- queries for programs and tests ----------------------------------------------------- */
+
+static int enter_query(void)
+{
+    if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE)
+        return 0;
+    ip_thread_register();
+    if (ip_tls.guard != 0 || ip_tls.state != IP_T_HOST)
+        return 0;
+    ip_tls.guard = 1;
+    return 1;
+}
+
+IP_EXPORT int64_t interposer_live_blocks(void)
+{
+    if (!enter_query())
+        return -1;
+    int64_t n = g_ip_core.live_blocks();
+    ip_tls.guard = 0;
+    return n;
+}
+
+IP_EXPORT int32_t interposer_dump(const char *path)
+{
+    if (!enter_query())
+        return -1;
+    int32_t rc = g_ip_core.dump(path);
+    ip_tls.guard = 0;
+    return rc;
+}

@@ -1,0 +1,159 @@
+/*
+ * interposer_abi.h — the one contract between the C shim (libinterposer.so) and the managed
+ * core (libinterposer_core.so, C# compiled with NativeAOT).
+ *
+ * Rules of this header (checked by tests/Interposer.Tests/Abi/AbiLayoutTests.cs, which compiles
+ * this file with gcc and compares every struct's size and field offsets with the C# mirror in
+ * src/Interposer/Abi.cs):
+ *   - fixed-width types only; every struct is explicitly padded to a multiple of 8 bytes;
+ *   - every exported function is prefixed "interposer_" and returns an integer status
+ *     (0 = ok, negative = error); nothing throws or longjmps across the boundary;
+ *   - the core never calls back into the host; it only calls the function pointers in
+ *     ip_shim_api, which are async-signal-safe unless noted.
+ *
+ * Bump IP_ABI_VERSION whenever a struct or signature here changes.
+ */
+#ifndef INTERPOSER_ABI_H
+#define INTERPOSER_ABI_H
+
+#include <stdint.h>
+
+#define IP_ABI_VERSION 1
+
+/* Frames kept per deferred-log entry (captured in C with a bounded frame-pointer walk). */
+#define IP_DEFERRED_FRAMES 8
+
+/* What happened. */
+enum ip_event_kind {
+    IP_EV_MALLOC = 1,
+    IP_EV_CALLOC = 2,
+    IP_EV_REALLOC = 3,
+    IP_EV_REALLOCARRAY = 4,
+    IP_EV_MEMALIGN = 5,
+    IP_EV_POSIX_MEMALIGN = 6,
+    IP_EV_ALIGNED_ALLOC = 7,
+    IP_EV_VALLOC = 8,
+    IP_EV_PVALLOC = 9,
+    IP_EV_FREE = 16,
+};
+
+/* Why an event went to the deferred log instead of straight into managed code. */
+enum ip_deferred_reason {
+    IP_DEFER_EARLY = 1,   /* before the core was initialised */
+    IP_DEFER_NESTED = 2,  /* this thread was already inside a hook (or a signal interrupted one) */
+    IP_DEFER_EXITING = 4, /* the thread is past its TLS destructors: the runtime detached it */
+};
+
+/* Block flags kept in ip_record.flags (kmemleak's object flags). */
+enum ip_record_flags {
+    IP_REC_DEFERRED = 1,  /* recorded through the deferred log (shallow backtrace) */
+};
+
+/*
+ * One allocation as the shim sees it, passed by pointer to interposer_on_alloc.
+ * The register triple describes the allocating function right after malloc returned into it,
+ * so the core's unwinder can walk from there without seeing any shim or runtime frame.
+ */
+typedef struct ip_alloc_event {
+    uint64_t address;   /* the block returned to the program (never 0) */
+    uint64_t size;      /* requested size in bytes (calloc: n*size) */
+    uint64_t time_ns;   /* CLOCK_MONOTONIC_COARSE */
+    uint64_t pc;        /* return address into the allocating function */
+    uint64_t sp;        /* its stack pointer after the return (CFA of the shim's frame) */
+    uint64_t bp;        /* its rbp */
+    uint64_t stack_lo;  /* this thread's stack bounds: the unwinder reads nothing outside */
+    uint64_t stack_hi;
+    const uint64_t *frames; /* non-NULL: frames already captured (deferred log); pc/sp/bp unused */
+    int32_t tid;        /* kernel thread id */
+    uint32_t thread_index; /* the core's thread registry index (from interposer_on_thread_start) */
+    uint16_t kind;      /* enum ip_event_kind */
+    uint16_t nframes;   /* number of entries in frames */
+    uint32_t reserved;
+} ip_alloc_event;
+
+/*
+ * One live block's metadata, as stored in the core's allocation table. Also used by the shim to
+ * stash a record across realloc (removed before the real realloc, restored if it fails).
+ */
+typedef struct ip_record {
+    uint64_t address;
+    uint64_t size;
+    uint64_t time_ns;
+    int32_t tid;
+    uint32_t stack_id;  /* id in the stack depot; 0 = no backtrace */
+    uint32_t thread_id; /* index in the core's thread registry (name, tid) */
+    uint16_t flags;     /* enum ip_record_flags */
+    int16_t min_count;  /* kmemleak min_count: 1 for heap blocks, 0 = never reported, -1 = ignore */
+} ip_record;
+
+/*
+ * A deferred-log slot. The log is a bounded multi-producer queue (Vyukov): `seq` is the slot's
+ * sequence number and publishes the entry; the producer writes the payload, then seq.
+ */
+typedef struct ip_deferred_entry {
+    uint64_t seq;
+    uint64_t address;
+    uint64_t size;      /* for IP_EV_FREE: 0 */
+    uint64_t time_ns;
+    int32_t tid;
+    uint16_t kind;      /* enum ip_event_kind */
+    uint16_t nframes;
+    uint32_t reason;    /* enum ip_deferred_reason */
+    uint32_t thread_index; /* 0 when the thread was not registered yet */
+    uint64_t frames[IP_DEFERRED_FRAMES];
+} ip_deferred_entry;
+
+/* Services the shim lends the core. All pointers stay valid for the life of the process. */
+typedef struct ip_shim_api {
+    uint32_t abi_version;   /* IP_ABI_VERSION */
+    uint32_t struct_size;   /* sizeof(ip_shim_api) */
+    /* Pop the oldest published deferred entry into *out; 1 if one was popped, 0 if empty.
+       Single consumer: the core calls it under its replay lock. */
+    int32_t (*deferred_pop)(ip_deferred_entry *out);
+    /* Entries ever reserved by producers (monotonic). The core compares it with the number it
+       has popped and applied to know, with one load, whether a replay is due. */
+    const uint64_t *deferred_enqueued;
+    /* Turn tracking off for good (the kmemleak "off"): every later call is a pure pass-through.
+       `reason` is printed once on stderr. */
+    void (*disable)(const char *reason);
+    /* libunwind's unw_backtrace, dlopen'ed RTLD_LOCAL; NULL when libunwind is absent.
+       Used by the core as the reference/fallback unwinder. */
+    int32_t (*unw_backtrace)(void **buffer, int32_t size);
+    /* Counters the shim keeps (read by tests and the at-exit summary). */
+    const uint64_t *deferred_dropped; /* entries lost because the log was full (tracking then stops) */
+    uint64_t reserved[3];
+} ip_shim_api;
+
+/* Settings the core hands back to the shim at initialisation. */
+typedef struct ip_core_config {
+    int32_t enabled;        /* 0: the shim becomes a pure pass-through */
+    int32_t max_frames;     /* backtrace depth */
+    int32_t verbosity;
+    int32_t exit_work;      /* 1: call interposer_on_exit at process exit (something to write) */
+} ip_core_config;
+
+/* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */
+int32_t interposer_core_init(const ip_shim_api *api, ip_core_config *config);
+int32_t interposer_on_alloc(const ip_alloc_event *event);
+/* Removes the record of `address`; copies it to *stash when stash != NULL. 1 found, 0 unknown. */
+int32_t interposer_on_free(uint64_t address, ip_record *stash);
+/* Puts a stashed record back (a realloc that failed). */
+int32_t interposer_on_restore(const ip_record *record);
+/* A thread's first event: its tid and name (comm), for the thread registry. Returns the thread's
+   registry index (>= 0), or a negative value when the core refuses the thread. */
+int32_t interposer_on_thread_start(int32_t tid, const char *name);
+/* fork: phase 0 = prepare (take every metadata lock), 1 = parent, 2 = child (release them). */
+int32_t interposer_on_fork(int32_t phase);
+/* Process exit, called on an internal thread: flush the deferred log and write at-exit output. */
+int32_t interposer_on_exit(void);
+/* Test and tooling queries (called with the guard held, like every hook). */
+int64_t interposer_core_live_blocks(void);
+int32_t interposer_core_dump(const char *path);
+
+/* ---- Exports of libinterposer.so (the shim) for programs and tests --------------------------- */
+/* Number of live recorded blocks (flushes the deferred log first). */
+int64_t interposer_live_blocks(void);
+/* Writes every live block with its symbolized backtrace to `path` ("-" = stderr). */
+int32_t interposer_dump(const char *path);
+
+#endif /* INTERPOSER_ABI_H */

@@ -1,0 +1,82 @@
+/*
+ * shim_internal.h — what the shim's C files share. Nothing here crosses into the managed core;
+ * that contract is interposer_abi.h.
+ *
+ * THREAD STATES (ip_thread.state), per thread, initial-exec TLS so reading it never allocates:
+ *   IP_T_NEW       no event seen yet on this thread
+ *   IP_T_HOST      registered host thread: events go straight into the core
+ *   IP_T_INTERNAL  created while a guard was held (runtime / Interposer threads): never recorded
+ *   IP_T_EXITING   past the point where the runtime detaches the thread: events are deferred
+ *
+ * THE GUARD (ip_thread.guard): set around every call into managed code. A malloc-family call
+ * that finds it set is nested (the runtime's own malloc, or a signal handler that interrupted a
+ * hook): it goes straight to glibc. Nested allocations are treated as internal and not recorded;
+ * nested frees go to the deferred log so a recorded block can never outlive its real free.
+ */
+#ifndef INTERPOSER_SHIM_INTERNAL_H
+#define INTERPOSER_SHIM_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "interposer_abi.h"
+
+#define IP_EXPORT __attribute__((visibility("default")))
+#define IP_HIDDEN __attribute__((visibility("hidden")))
+#define IP_LIKELY(x) __builtin_expect(!!(x), 1)
+#define IP_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+enum ip_thread_state { IP_T_NEW = 0, IP_T_HOST = 1, IP_T_INTERNAL = 2, IP_T_EXITING = 3 };
+
+/* Process-wide mode (g_ip_mode). */
+enum ip_mode { IP_MODE_EARLY = 0, IP_MODE_ACTIVE = 1, IP_MODE_DISABLED = 2 };
+
+typedef struct ip_thread {
+    int guard;          /* >0 while this thread runs managed code */
+    int state;          /* enum ip_thread_state */
+    int tid;            /* cached gettid() */
+    uint32_t thread_index; /* the core's registry index, once registered */
+    uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
+    uint64_t stack_hi;
+} ip_thread;
+
+extern __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));
+extern int g_ip_mode;
+
+/* glibc's allocator entry points: calling these never re-enters the shim. */
+extern void *__libc_malloc(size_t);
+extern void __libc_free(void *);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+/* deferred_log.c */
+IP_HIDDEN int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t reason,
+                               uint64_t pc, uint64_t fp);
+IP_HIDDEN int32_t ip_deferred_pop(ip_deferred_entry *out);
+IP_HIDDEN const uint64_t *ip_deferred_enqueued_counter(void);
+extern uint64_t g_ip_deferred_dropped;
+
+/* threads.c */
+IP_HIDDEN void ip_thread_register(void);
+IP_HIDDEN void ip_threads_init(void);
+IP_HIDDEN uint64_t ip_now_ns(void);
+
+/* core.c: the loaded managed core */
+typedef struct ip_core {
+    int32_t (*on_alloc)(const ip_alloc_event *);
+    int32_t (*on_free)(uint64_t, ip_record *);
+    int32_t (*on_restore)(const ip_record *);
+    int32_t (*on_thread_start)(int32_t, const char *);
+    int32_t (*on_fork)(int32_t);
+    int32_t (*on_exit)(void);
+    int64_t (*live_blocks)(void);
+    int32_t (*dump)(const char *);
+    ip_core_config config;
+} ip_core;
+extern ip_core g_ip_core;
+IP_HIDDEN void ip_disable(const char *reason);
+IP_HIDDEN void ip_message(const char *a, const char *b);
+
+#endif

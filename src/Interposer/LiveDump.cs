@@ -1,0 +1,56 @@
+// LiveDump.cs — writes the live-block list (dump_at_exit, interposer_dump) and the statistics
+// line. Runs outside the hot path; allocates freely.
+using System;
+using System.Collections.Generic;
+using Interposer.Native;
+using Interposer.Recording;
+using Interposer.Scanner.Reports;
+using Interposer.Scanner.Symbols;
+
+namespace Interposer;
+
+internal static unsafe class LiveDump
+{
+    public static int Write(string pathTemplate)
+    {
+        int pid = Interop.Libc.GetPid();
+        IpRecord[] records = Recorder.Table.Snapshot();
+        Array.Sort(records, (a, b) => a.TimeNs.CompareTo(b.TimeNs));
+        ulong now = Interop.Libc.MonotonicCoarseNs();
+        var blocks = new List<BlockInfo>(records.Length);
+        foreach (IpRecord r in records)
+        {
+            ReadOnlySpan<ulong> frames = Recorder.Depot.Get(r.StackId, out uint crc);
+            blocks.Add(new BlockInfo(r.Address, r.Size, now > r.TimeNs ? (now - r.TimeNs) / 1e9 : 0,
+                                     r.Tid, Recorder.Threads.NameOf(r.ThreadIndex), r.StackId, crc, frames.ToArray()));
+        }
+        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps());
+        string text = LiveBlockReport.Render(blocks, pid, symbolizer, Statistics());
+        string? error = ReportFile.WriteAtomically(ReportFile.ExpandPath(pathTemplate, pid), text, WriteStderr);
+        if (error != null)
+        {
+            Diagnostics.Message(error);
+            return -1;
+        }
+        return 0;
+    }
+
+    public static string Statistics() =>
+        $"stacks: {Recorder.Depot.Count}, threads: {Recorder.Threads.Count - 1}, " +
+        $"deferred events replayed: {Recorder.ReplayedEvents}, deferred events lost: {Recorder.DeferredDropped}, " +
+        $"stale records replaced: {Recorder.ReplacedRecords}, table bytes: {Recorder.Table.SlotBytes}";
+
+    private static void WriteStderr(byte[] bytes)
+    {
+        fixed (byte* p = bytes)
+        {
+            nuint done = 0;
+            while (done < (nuint)bytes.Length)
+            {
+                nint n = Interop.Libc.Write(2, p + done, (nuint)bytes.Length - done);
+                if (n <= 0) return;
+                done += (nuint)n;
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+// Abi.cs — the C# mirror of native-shim/interposer_abi.h, the one contract with the C shim.
+// Every struct here is checked field by field against the header by
+// tests/Interposer.Tests/Abi/AbiLayoutTests.cs (gcc compiles the header and prints offsetof).
+// Change both sides together and bump AbiVersion.
+using System.Runtime.InteropServices;
+
+namespace Interposer.Native;
+
+internal static class Abi
+{
+    public const uint AbiVersion = 1;
+    public const int DeferredFrames = 8;
+}
+
+internal enum EventKind : ushort
+{
+    Malloc = 1,
+    Calloc = 2,
+    Realloc = 3,
+    ReallocArray = 4,
+    Memalign = 5,
+    PosixMemalign = 6,
+    AlignedAlloc = 7,
+    Valloc = 8,
+    Pvalloc = 9,
+    Free = 16,
+}
+
+[System.Flags]
+internal enum DeferredReason : uint
+{
+    Early = 1,
+    Nested = 2,
+    Exiting = 4,
+}
+
+[System.Flags]
+internal enum RecordFlags : ushort
+{
+    None = 0,
+    Deferred = 1,
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpAllocEvent
+{
+    public ulong Address;
+    public ulong Size;
+    public ulong TimeNs;
+    public ulong Pc;
+    public ulong Sp;
+    public ulong Bp;
+    public ulong StackLo;
+    public ulong StackHi;
+    public ulong* Frames;
+    public int Tid;
+    public uint ThreadIndex;
+    public ushort Kind;
+    public ushort NFrames;
+    public uint Reserved;
+}
+
+/// <summary>One live block's metadata (ip_record). Stored by value in the allocation table.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct IpRecord
+{
+    public ulong Address;
+    public ulong Size;
+    public ulong TimeNs;
+    public int Tid;
+    public uint StackId;
+    public uint ThreadIndex;
+    public ushort Flags;
+    public short MinCount;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpDeferredEntry
+{
+    public ulong Seq;
+    public ulong Address;
+    public ulong Size;
+    public ulong TimeNs;
+    public int Tid;
+    public ushort Kind;
+    public ushort NFrames;
+    public uint Reason;
+    public uint ThreadIndex;
+    public fixed ulong Frames[Abi.DeferredFrames];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpShimApi
+{
+    public uint AbiVersion;
+    public uint StructSize;
+    public delegate* unmanaged<IpDeferredEntry*, int> DeferredPop;
+    public ulong* DeferredEnqueued;
+    public delegate* unmanaged<byte*, void> Disable;
+    public delegate* unmanaged<void**, int, int> UnwBacktrace;
+    public ulong* DeferredDropped;
+    public fixed ulong Reserved[3];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct IpCoreConfig
+{
+    public int Enabled;
+    public int MaxFrames;
+    public int Verbosity;
+    public int ExitWork;
+}

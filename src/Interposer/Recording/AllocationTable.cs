@@ -1,0 +1,260 @@
+// AllocationTable.cs — every live block's record, in native memory, sharded by address.
+//
+// LOCKING
+//   shard.Lock   guards one shard's slots, count and capacity; taken on every insert/remove.
+//   Order: Core._replayLock -> shard.Lock -> StackDepot._lock. A shard lock is never held while
+//   calling the unwinder, the depot or the host; two shard locks are only held together by
+//   LockAll (fork), which takes them in index order.
+//   Methods ending in "Locked" expect the shard lock held.
+//
+// Each shard is an open-addressing table with linear probing and backward-shift deletion (no
+// tombstones, so probe chains stay short under malloc/free churn). Address 0 marks an empty slot.
+// Slots are ip_record (40 bytes); a shard doubles at 70% load, so a live block costs 57–114 bytes.
+// Memory comes from mmap, never from malloc: the table must not be part of the heap it describes.
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Threading;
+using Interposer.Native;
+
+namespace Interposer.Recording;
+
+internal sealed unsafe class AllocationTable
+{
+    public const int ShardBits = 6;
+    public const int ShardCount = 1 << ShardBits;
+    private const int InitialCapacityBits = 10;
+
+    [StructLayout(LayoutKind.Explicit, Size = 64)] // one cache line per shard: no false sharing
+    private struct Shard
+    {
+        [FieldOffset(0)] public int Lock;        // the shard lock (SpinLockWord)
+        [FieldOffset(4)] public int CapacityBits;
+        [FieldOffset(8)] public long Count;      // live records in this shard
+        [FieldOffset(16)] public IpRecord* Slots;
+    }
+
+    private readonly Shard* _shards;             // ShardCount shards, mmap'ed
+    private bool _failed;                        // a shard could not grow: tracking is off
+
+    public AllocationTable()
+    {
+        _shards = (Shard*)Interop.Libc.MapAnonymous((nuint)(sizeof(Shard) * ShardCount));
+        if (_shards == null)
+            throw new System.OutOfMemoryException("cannot map the allocation table");
+        for (int i = 0; i < ShardCount; i++)
+        {
+            _shards[i].CapacityBits = InitialCapacityBits;
+            _shards[i].Slots = AllocateSlots(InitialCapacityBits);
+            if (_shards[i].Slots == null)
+                throw new System.OutOfMemoryException("cannot map the allocation table");
+        }
+    }
+
+    /// <summary>True once a shard failed to grow; the caller must stop tracking.</summary>
+    public bool Failed => _failed;
+
+    // Fibonacci hashing of the address without its always-zero low bits. The top ShardBits pick
+    // the shard, the bits below them the slot, so the two never correlate.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static ulong Hash(ulong address) => (address >> 4) * 0x9E3779B97F4A7C15UL;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int SlotOf(ulong hash, int capacityBits) => (int)((hash << ShardBits) >> (64 - capacityBits));
+
+    private static IpRecord* AllocateSlots(int capacityBits) =>
+        (IpRecord*)Interop.Libc.MapAnonymous((nuint)sizeof(IpRecord) << capacityBits);
+
+    /// <summary>Inserts or replaces the record for record.Address. Returns true if it replaced one
+    /// (a block whose free we never saw).</summary>
+    public bool Insert(in IpRecord record)
+    {
+        ulong h = Hash(record.Address);
+        Shard* shard = &_shards[(int)(h >> (64 - ShardBits))];
+        SpinLockWord.Enter(ref shard->Lock);
+        bool replaced = InsertLocked(shard, h, record);
+        SpinLockWord.Exit(ref shard->Lock);
+        return replaced;
+    }
+
+    private bool InsertLocked(Shard* shard, ulong h, in IpRecord record)
+    {
+        if ((shard->Count + 1) * 10 > (7L << shard->CapacityBits) && !GrowLocked(shard))
+        {
+            _failed = true;
+            return false;
+        }
+        int mask = (1 << shard->CapacityBits) - 1;
+        int i = SlotOf(h, shard->CapacityBits);
+        IpRecord* slots = shard->Slots;
+        while (true)
+        {
+            ulong a = slots[i].Address;
+            if (a == 0)
+            {
+                slots[i] = record;
+                shard->Count++;
+                return false;
+            }
+            if (a == record.Address)
+            {
+                slots[i] = record;
+                return true;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    private bool GrowLocked(Shard* shard)
+    {
+        int oldBits = shard->CapacityBits;
+        int newBits = oldBits + 1;
+        IpRecord* fresh = AllocateSlots(newBits);
+        if (fresh == null)
+            return false;
+        IpRecord* old = shard->Slots;
+        int newMask = (1 << newBits) - 1;
+        for (int j = 0; j < 1 << oldBits; j++)
+        {
+            if (old[j].Address == 0)
+                continue;
+            int i = SlotOf(Hash(old[j].Address), newBits);
+            while (fresh[i].Address != 0)
+                i = (i + 1) & newMask;
+            fresh[i] = old[j];
+        }
+        shard->Slots = fresh;
+        shard->CapacityBits = newBits;
+        Interop.Libc.Munmap(old, (nuint)sizeof(IpRecord) << oldBits);
+        return true;
+    }
+
+    /// <summary>Removes the record of address, copying it to *removed when non-null.</summary>
+    public bool Remove(ulong address, IpRecord* removed)
+    {
+        ulong h = Hash(address);
+        Shard* shard = &_shards[(int)(h >> (64 - ShardBits))];
+        SpinLockWord.Enter(ref shard->Lock);
+        bool found = RemoveLocked(shard, h, address, removed);
+        SpinLockWord.Exit(ref shard->Lock);
+        return found;
+    }
+
+    private static bool RemoveLocked(Shard* shard, ulong h, ulong address, IpRecord* removed)
+    {
+        int bits = shard->CapacityBits;
+        int mask = (1 << bits) - 1;
+        IpRecord* slots = shard->Slots;
+        int i = SlotOf(h, bits);
+        while (true)
+        {
+            ulong a = slots[i].Address;
+            if (a == 0)
+                return false;
+            if (a == address)
+                break;
+            i = (i + 1) & mask;
+        }
+        if (removed != null)
+            *removed = slots[i];
+        // Backward-shift deletion: pull later members of the probe run into the hole when their
+        // home slot is not cyclically inside (hole, j].
+        int hole = i;
+        int j = i;
+        while (true)
+        {
+            j = (j + 1) & mask;
+            ulong aj = slots[j].Address;
+            if (aj == 0)
+                break;
+            int home = SlotOf(Hash(aj), bits);
+            bool homeInRange = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+            if (homeInRange)
+                continue;
+            slots[hole] = slots[j];
+            hole = j;
+        }
+        slots[hole] = default;
+        shard->Count--;
+        return true;
+    }
+
+    public bool TryGet(ulong address, out IpRecord record)
+    {
+        ulong h = Hash(address);
+        Shard* shard = &_shards[(int)(h >> (64 - ShardBits))];
+        SpinLockWord.Enter(ref shard->Lock);
+        int bits = shard->CapacityBits;
+        int mask = (1 << bits) - 1;
+        int i = SlotOf(h, bits);
+        record = default;
+        bool found = false;
+        while (shard->Slots[i].Address != 0)
+        {
+            if (shard->Slots[i].Address == address)
+            {
+                record = shard->Slots[i];
+                found = true;
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        SpinLockWord.Exit(ref shard->Lock);
+        return found;
+    }
+
+    /// <summary>Live records (racy sum; exact when no thread allocates).</summary>
+    public long Count
+    {
+        get
+        {
+            long n = 0;
+            for (int i = 0; i < ShardCount; i++)
+                n += Volatile.Read(ref _shards[i].Count);
+            return n;
+        }
+    }
+
+    /// <summary>Bytes of mmap'ed slot memory (for the per-block cost in the benchmark).</summary>
+    public long SlotBytes
+    {
+        get
+        {
+            long n = 0;
+            for (int i = 0; i < ShardCount; i++)
+                n += (long)sizeof(IpRecord) << _shards[i].CapacityBits;
+            return n;
+        }
+    }
+
+    /// <summary>Copies every record, one shard at a time (each shard is consistent; the whole is a
+    /// moving snapshot unless the world is stopped).</summary>
+    public IpRecord[] Snapshot()
+    {
+        var list = new System.Collections.Generic.List<IpRecord>((int)System.Math.Min(Count + 64, int.MaxValue));
+        for (int s = 0; s < ShardCount; s++)
+        {
+            Shard* shard = &_shards[s];
+            SpinLockWord.Enter(ref shard->Lock);
+            int cap = 1 << shard->CapacityBits;
+            for (int i = 0; i < cap; i++)
+                if (shard->Slots[i].Address != 0)
+                    list.Add(shard->Slots[i]);
+            SpinLockWord.Exit(ref shard->Lock);
+        }
+        return list.ToArray();
+    }
+
+    /// <summary>fork prepare: take every shard lock, in index order.</summary>
+    public void LockAll()
+    {
+        for (int i = 0; i < ShardCount; i++)
+            SpinLockWord.Enter(ref _shards[i].Lock);
+    }
+
+    public void UnlockAll()
+    {
+        for (int i = ShardCount - 1; i >= 0; i--)
+            SpinLockWord.Exit(ref _shards[i].Lock);
+    }
+}

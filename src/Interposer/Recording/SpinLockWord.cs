@@ -1,0 +1,35 @@
+// SpinLockWord.cs — the metadata locks: one int word, test-and-test-and-set with a yield.
+// Not a futex: critical sections are a few dozen instructions (one hash-table probe), the
+// holder never blocks inside one, and the word lives in native memory next to what it guards.
+// Not reentrant; never held across a call into the host or a managed allocation.
+using System.Threading;
+
+namespace Interposer.Recording;
+
+internal static class SpinLockWord
+{
+    public static void Enter(ref int word)
+    {
+        if (Interlocked.CompareExchange(ref word, 1, 0) == 0)
+            return;
+        EnterContended(ref word);
+    }
+
+    private static void EnterContended(ref int word)
+    {
+        int spins = 0;
+        while (true)
+        {
+            if (Volatile.Read(ref word) == 0 && Interlocked.CompareExchange(ref word, 1, 0) == 0)
+                return;
+            if (++spins < 64)
+                Thread.SpinWait(8);
+            else
+                Native.Interop.Libc.SchedYield(); // the holder may be preempted: give it the core
+        }
+    }
+
+    public static bool TryEnter(ref int word) => Interlocked.CompareExchange(ref word, 1, 0) == 0;
+
+    public static void Exit(ref int word) => Volatile.Write(ref word, 0);
+}

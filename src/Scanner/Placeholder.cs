@@ -1,1 +1,0 @@
-namespace Interposer.Scanner; internal static class Placeholder {}
