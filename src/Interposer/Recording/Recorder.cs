@@ -50,6 +50,8 @@ internal static unsafe class Recorder
         s_threads = new ThreadRegistry();
         s_maxFrames = settings.MaxFrames;
         s_unwinder = Backtrace.Parse(settings.Unwinder);
+        // Map the rule cache and bind the unwinder's imports now, not inside the first hook.
+        Unwinding.FastUnwinder.Initialize();
         if (s_unwinder == UnwinderKind.Libunwind && api->UnwBacktrace == null)
         {
             Diagnostics.Message("unwinder=libunwind but libunwind.so.8 could not be loaded; using the fast unwinder");
