@@ -107,8 +107,9 @@ Task("Bench")
 
 Teardown<BuildContext>((context, ctx) =>
 {
+    // Cake prints its task table after Teardown; ProcessExit runs after that.
     if (!string.IsNullOrEmpty(ctx.Summary))
-        System.Console.WriteLine(ctx.Summary);
+        System.AppDomain.CurrentDomain.ProcessExit += (s, e) => System.Console.WriteLine(ctx.Summary);
 });
 
 //////////////////////////////////////////////////////////////////////
