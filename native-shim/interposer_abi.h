@@ -4,7 +4,7 @@
  *
  * Rules of this header (checked by tests/Interposer.Tests/Abi/AbiLayoutTests.cs, which compiles
  * this file with gcc and compares every struct's size and field offsets with the C# mirror in
- * src/Interposer/Abi.cs):
+ * src/Interposer/Native/Abi.cs):
  *   - fixed-width types only; every struct is explicitly padded to a multiple of 8 bytes;
  *   - every exported function is prefixed "interposer_" and returns an integer status
  *     (0 = ok, negative = error); nothing throws or longjmps across the boundary;
@@ -81,7 +81,7 @@ typedef struct ip_record {
     uint64_t time_ns;
     int32_t tid;
     uint32_t stack_id;  /* id in the stack depot; 0 = no backtrace */
-    uint32_t thread_id; /* index in the core's thread registry (name, tid) */
+    uint32_t thread_index; /* index in the core's thread registry (name, tid) */
     uint16_t flags;     /* enum ip_record_flags */
     int16_t min_count;  /* kmemleak min_count: 1 for heap blocks, 0 = never reported, -1 = ignore */
 } ip_record;

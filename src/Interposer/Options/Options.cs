@@ -180,7 +180,7 @@ internal static class OptionTable
         foreach (char c in s)
         {
             if (sb.Length >= 80) { sb.Append("..."); break; }
-            sb.Append(c < ' ' || c == 0x7f ? '?' : c);
+            sb.Append(char.IsControl(c) || c == '\u2028' || c == '\u2029' ? '?' : c);
         }
         return sb.ToString();
     }

@@ -96,5 +96,21 @@ internal static class NativeProgram
                                   string? workingDirectory = null, IDictionary<string, string>? env = null) =>
         Run("/bin/bash", "-c " + Quote(command), preload, options, env, null, timeoutSeconds, workingDirectory);
 
-    public static string Quote(string s) => "'" + s.Replace("'", "'\\''") + "'";
+    /// <summary>Quotes one argument for ProcessStartInfo.Arguments, whose parser follows the
+    /// Windows rules on every platform: double quotes group, and backslashes are literal except
+    /// in front of a double quote.</summary>
+    public static string Quote(string s)
+    {
+        var sb = new StringBuilder("\"");
+        int backslashes = 0;
+        foreach (char c in s)
+        {
+            if (c == '\\') { backslashes++; continue; }
+            if (c == '"') { sb.Append('\\', backslashes * 2 + 1).Append('"'); backslashes = 0; continue; }
+            sb.Append('\\', backslashes).Append(c);
+            backslashes = 0;
+        }
+        sb.Append('\\', backslashes * 2).Append('"');
+        return sb.ToString();
+    }
 }

@@ -1,0 +1,88 @@
+/* abi_layout.c — prints the layout of every struct in interposer_abi.h as gcc sees it, plus the
+   enum values and constants, one fact a line. tests/Interposer.Tests/Abi/AbiLayoutTests.cs
+   compares each line with the C# mirror (src/Interposer/Native/Abi.cs).
+   When a struct gains a field, add a FIELD line here: the C# side then fails until it matches. */
+#include <stddef.h>
+#include <stdio.h>
+#include "interposer_abi.h"
+
+#define STRUCT(s) printf("struct %s size %zu\n", #s, sizeof(struct s))
+#define FIELD(s, f) printf("field %s.%s %zu\n", #s, #f, offsetof(struct s, f))
+#define ENUM(e) printf("enum %s %lld\n", #e, (long long)(e))
+#define CONST(c) printf("const %s %lld\n", #c, (long long)(c))
+
+int main(void)
+{
+    STRUCT(ip_alloc_event);
+    FIELD(ip_alloc_event, address);
+    FIELD(ip_alloc_event, size);
+    FIELD(ip_alloc_event, time_ns);
+    FIELD(ip_alloc_event, pc);
+    FIELD(ip_alloc_event, sp);
+    FIELD(ip_alloc_event, bp);
+    FIELD(ip_alloc_event, stack_lo);
+    FIELD(ip_alloc_event, stack_hi);
+    FIELD(ip_alloc_event, frames);
+    FIELD(ip_alloc_event, tid);
+    FIELD(ip_alloc_event, thread_index);
+    FIELD(ip_alloc_event, kind);
+    FIELD(ip_alloc_event, nframes);
+    FIELD(ip_alloc_event, reserved);
+
+    STRUCT(ip_record);
+    FIELD(ip_record, address);
+    FIELD(ip_record, size);
+    FIELD(ip_record, time_ns);
+    FIELD(ip_record, tid);
+    FIELD(ip_record, stack_id);
+    FIELD(ip_record, thread_index);
+    FIELD(ip_record, flags);
+    FIELD(ip_record, min_count);
+
+    STRUCT(ip_deferred_entry);
+    FIELD(ip_deferred_entry, seq);
+    FIELD(ip_deferred_entry, address);
+    FIELD(ip_deferred_entry, size);
+    FIELD(ip_deferred_entry, time_ns);
+    FIELD(ip_deferred_entry, tid);
+    FIELD(ip_deferred_entry, kind);
+    FIELD(ip_deferred_entry, nframes);
+    FIELD(ip_deferred_entry, reason);
+    FIELD(ip_deferred_entry, thread_index);
+    FIELD(ip_deferred_entry, frames);
+
+    STRUCT(ip_shim_api);
+    FIELD(ip_shim_api, abi_version);
+    FIELD(ip_shim_api, struct_size);
+    FIELD(ip_shim_api, deferred_pop);
+    FIELD(ip_shim_api, deferred_enqueued);
+    FIELD(ip_shim_api, disable);
+    FIELD(ip_shim_api, unw_backtrace);
+    FIELD(ip_shim_api, deferred_dropped);
+    FIELD(ip_shim_api, reserved);
+
+    STRUCT(ip_core_config);
+    FIELD(ip_core_config, enabled);
+    FIELD(ip_core_config, max_frames);
+    FIELD(ip_core_config, verbosity);
+    FIELD(ip_core_config, exit_work);
+
+    ENUM(IP_EV_MALLOC);
+    ENUM(IP_EV_CALLOC);
+    ENUM(IP_EV_REALLOC);
+    ENUM(IP_EV_REALLOCARRAY);
+    ENUM(IP_EV_MEMALIGN);
+    ENUM(IP_EV_POSIX_MEMALIGN);
+    ENUM(IP_EV_ALIGNED_ALLOC);
+    ENUM(IP_EV_VALLOC);
+    ENUM(IP_EV_PVALLOC);
+    ENUM(IP_EV_FREE);
+    ENUM(IP_DEFER_EARLY);
+    ENUM(IP_DEFER_NESTED);
+    ENUM(IP_DEFER_EXITING);
+    ENUM(IP_REC_DEFERRED);
+
+    CONST(IP_ABI_VERSION);
+    CONST(IP_DEFERRED_FRAMES);
+    return 0;
+}
