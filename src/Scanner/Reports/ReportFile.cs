@@ -43,7 +43,8 @@ internal static class ReportFile
         catch (Exception e) { return $"bad report path '{path}': {e.Message}"; }
         string dir = Path.GetDirectoryName(full) ?? "/";
         string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + ".tmp." +
-                                       Environment.ProcessId.ToString(CultureInfo.InvariantCulture));
+                                       Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "." +
+                                       Path.GetRandomFileName()); // unpredictable: nobody can plant it
         try
         {
             var options = new FileStreamOptions
@@ -52,7 +53,6 @@ internal static class ReportFile
                 Access = FileAccess.Write,
                 UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
             };
-            try { File.Delete(tmp); } catch (IOException) { } // a stale temporary of a dead process with our pid
             using (var fs = new FileStream(tmp, options))
             {
                 fs.Write(bytes, 0, bytes.Length);
