@@ -20,6 +20,9 @@
 
 #define IP_ABI_VERSION 1
 
+/* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
+#define IP_WALK_LEVELS 32
+
 /* Frames kept per deferred-log entry (captured in C with a bounded frame-pointer walk). */
 #define IP_DEFERRED_FRAMES 8
 
@@ -50,6 +53,20 @@ enum ip_record_flags {
 };
 
 /*
+ * A thread's previous stack walk, kept in the shim's TLS and owned by the core's unwinder, which
+ * reuses its outer levels when they are provably unchanged. Zero-initialised = empty.
+ */
+typedef struct ip_walk_cache {
+    int32_t count;      /* levels stored */
+    int32_t complete;   /* 1: the walk ended by itself, not at max_frames */
+    uint64_t pc[IP_WALK_LEVELS];
+    uint64_t sp[IP_WALK_LEVELS];
+    uint64_t bp[IP_WALK_LEVELS];
+    uint64_t ra_slot[IP_WALK_LEVELS];
+    uint64_t bp_slot[IP_WALK_LEVELS];
+} ip_walk_cache;
+
+/*
  * One allocation as the shim sees it, passed by pointer to interposer_on_alloc.
  * The register triple describes the allocating function right after malloc returned into it,
  * so the core's unwinder can walk from there without seeing any shim or runtime frame.
@@ -64,6 +81,7 @@ typedef struct ip_alloc_event {
     uint64_t stack_lo;  /* this thread's stack bounds: the unwinder reads nothing outside */
     uint64_t stack_hi;
     const uint64_t *frames; /* non-NULL: frames already captured (deferred log); pc/sp/bp unused */
+    ip_walk_cache *walk_cache; /* this thread's previous walk (NULL: none) */
     int32_t tid;        /* kernel thread id */
     uint32_t thread_index; /* the core's thread registry index (from interposer_on_thread_start) */
     uint16_t kind;      /* enum ip_event_kind */

@@ -89,6 +89,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
         .stack_lo = t->stack_lo,
         .stack_hi = t->stack_hi,
         .frames = NULL,
+        .walk_cache = &t->walk_cache,
         .tid = t->tid,
         .thread_index = t->thread_index,
         .kind = kind,

@@ -37,6 +37,7 @@ typedef struct ip_thread {
     uint32_t thread_index; /* the core's registry index, once registered */
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
+    ip_walk_cache walk_cache; /* the core's reuse of this thread's previous backtrace */
 } ip_thread;
 
 extern __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));

@@ -10,6 +10,7 @@ internal static class Abi
 {
     public const uint AbiVersion = 1;
     public const int DeferredFrames = 8;
+    public const int WalkLevels = Unwinding.IpWalkCache.Levels;
 }
 
 internal enum EventKind : ushort
@@ -53,6 +54,7 @@ internal unsafe struct IpAllocEvent
     public ulong StackLo;
     public ulong StackHi;
     public ulong* Frames;
+    public Unwinding.IpWalkCache* WalkCache;
     public int Tid;
     public uint ThreadIndex;
     public ushort Kind;

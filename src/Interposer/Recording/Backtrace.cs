@@ -35,7 +35,7 @@ internal static unsafe class Backtrace
             case UnwinderKind.FramePointer:
                 return FramePointerWalk(ev->Pc, ev->Bp, ev->StackLo, ev->StackHi, frames, max);
             default:
-                return FastUnwinder.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max);
+                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache);
         }
     }
 

@@ -159,6 +159,44 @@ internal static unsafe class FastUnwinder
         return true;
     }
 
+    // Step, also reporting the addresses it loaded the return address and rbp from (bpSlot 0 when
+    // rbp was carried over), for WalkCache's validity check.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool StepWithSlots(uint rule, ref ulong pc, ref ulong sp, ref ulong bp, ulong stackLo, ulong lastWord,
+                                       out ulong raSlot, out ulong bpSlot)
+    {
+        raSlot = 0;
+        bpSlot = 0;
+        if ((rule & UnwindRule.KindMask) != UnwindRule.KindWalk)
+            return false;
+        ulong cfa = ((rule & UnwindRule.CfaFromRbp) != 0 ? bp : sp) + UnwindRule.CfaOffset(rule);
+        if (cfa <= sp || (cfa & 7) != 0)
+            return false;
+        ulong raAddress = cfa - UnwindRule.RaDistance(rule);
+        if (raAddress - stackLo > lastWord)
+            return false;
+        ulong ra = *(ulong*)raAddress;
+        ulong newBp = bp;
+        if ((rule & UnwindRule.RbpSaved) != 0)
+        {
+            ulong bpAddress = cfa - UnwindRule.RbpDistance(rule);
+            if (bpAddress - stackLo > lastWord)
+                return false;
+            newBp = *(ulong*)bpAddress;
+            bpSlot = bpAddress;
+        }
+        if (ra == 0)
+            return false;
+        raSlot = raAddress;
+        bp = newBp;
+        sp = cfa;
+        pc = ra;
+        return true;
+    }
+
+    // The miss path for callers outside this file (WalkCache).
+    internal static uint ResolveAndCache(ulong* table, ulong pc) => ResolveMiss(table, pc);
+
     // The rule for a lookup key (a return address - 1) straight from the CFI, bypassing the cache.
     // Never fails: anything we cannot resolve or follow is UnwindRule.Stop.
     internal static uint ResolveRule(ulong key)

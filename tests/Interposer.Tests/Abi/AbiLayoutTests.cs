@@ -19,6 +19,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text.RegularExpressions;
 using Interposer.Native;
+using Interposer.Unwinding;
 using Interposer.Tests.Support;
 using NUnit.Framework;
 
@@ -76,6 +77,7 @@ public unsafe class AbiLayoutTests
                 new Dictionary<string, string>(), PointerOffsetsOfRecord()),
             new("ip_deferred_entry", typeof(IpDeferredEntry), sizeof(IpDeferredEntry), s_nframes, PointerOffsetsOfDeferredEntry()),
             new("ip_shim_api", typeof(IpShimApi), sizeof(IpShimApi), new Dictionary<string, string>(), PointerOffsetsOfShimApi()),
+            new("ip_walk_cache", typeof(IpWalkCache), sizeof(IpWalkCache), new Dictionary<string, string>(), PointerOffsetsOfWalkCache()),
             new("ip_core_config", typeof(IpCoreConfig), sizeof(IpCoreConfig), new Dictionary<string, string>(), new Dictionary<string, long>()),
         };
         foreach (AbiStruct s in rows)
@@ -91,9 +93,24 @@ public unsafe class AbiLayoutTests
         return new()
         {
             ["Frames"] = (byte*)&e.Frames - b,
+            ["WalkCache"] = (byte*)&e.WalkCache - b,
             ["StackLo"] = (byte*)&e.StackLo - b,
             ["NFrames"] = (byte*)&e.NFrames - b,
             ["Reserved"] = (byte*)&e.Reserved - b,
+        };
+    }
+
+    private static Dictionary<string, long> PointerOffsetsOfWalkCache()
+    {
+        IpWalkCache w = default;
+        byte* b = (byte*)&w;
+        return new()
+        {
+            ["Pc"] = (byte*)w.Pc - b,      // fixed buffers: their first element
+            ["Sp"] = (byte*)w.Sp - b,
+            ["Bp"] = (byte*)w.Bp - b,
+            ["RaSlot"] = (byte*)w.RaSlot - b,
+            ["BpSlot"] = (byte*)w.BpSlot - b,
         };
     }
 
@@ -284,6 +301,7 @@ public unsafe class AbiLayoutTests
         Assert.That(layout.Consts.ContainsKey("IP_DEFERRED_FRAMES"), Is.True);
         Assert.That((long)Interposer.Native.Abi.AbiVersion, Is.EqualTo(layout.Consts["IP_ABI_VERSION"]), "IP_ABI_VERSION");
         Assert.That((long)Interposer.Native.Abi.DeferredFrames, Is.EqualTo(layout.Consts["IP_DEFERRED_FRAMES"]), "IP_DEFERRED_FRAMES");
+        Assert.That((long)Interposer.Native.Abi.WalkLevels, Is.EqualTo(layout.Consts["IP_WALK_LEVELS"]), "IP_WALK_LEVELS");
         IpDeferredEntry d = default;
         long framesBytes = sizeof(IpDeferredEntry) - ((byte*)d.Frames - (byte*)&d);
         Assert.That(framesBytes, Is.EqualTo(8L * layout.Consts["IP_DEFERRED_FRAMES"]), "IpDeferredEntry.Frames length");

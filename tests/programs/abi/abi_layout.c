@@ -23,6 +23,7 @@ int main(void)
     FIELD(ip_alloc_event, stack_lo);
     FIELD(ip_alloc_event, stack_hi);
     FIELD(ip_alloc_event, frames);
+    FIELD(ip_alloc_event, walk_cache);
     FIELD(ip_alloc_event, tid);
     FIELD(ip_alloc_event, thread_index);
     FIELD(ip_alloc_event, kind);
@@ -61,6 +62,15 @@ int main(void)
     FIELD(ip_shim_api, deferred_dropped);
     FIELD(ip_shim_api, reserved);
 
+    STRUCT(ip_walk_cache);
+    FIELD(ip_walk_cache, count);
+    FIELD(ip_walk_cache, complete);
+    FIELD(ip_walk_cache, pc);
+    FIELD(ip_walk_cache, sp);
+    FIELD(ip_walk_cache, bp);
+    FIELD(ip_walk_cache, ra_slot);
+    FIELD(ip_walk_cache, bp_slot);
+
     STRUCT(ip_core_config);
     FIELD(ip_core_config, enabled);
     FIELD(ip_core_config, max_frames);
@@ -84,5 +94,6 @@ int main(void)
 
     CONST(IP_ABI_VERSION);
     CONST(IP_DEFERRED_FRAMES);
+    CONST(IP_WALK_LEVELS);
     return 0;
 }

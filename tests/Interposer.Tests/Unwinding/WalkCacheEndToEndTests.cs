@@ -1,0 +1,68 @@
+// WalkCacheEndToEndTests.cs — the per-thread walk reuse (WalkCache) must give exactly the stacks
+// a fresh walk gives: same-depth calls from different sites, alternating callers, recursion of
+// varying depth. libunwind (no reuse) is the reference.
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text.RegularExpressions;
+using Interposer.Tests.Support;
+using NUnit.Framework;
+
+namespace Interposer.Tests.Unwinding;
+
+public class WalkCacheEndToEndTests
+{
+    private static List<string> LeafStacks(string dumpPath)
+    {
+        var stacks = new List<string>();
+        List<string>? current = null;
+        foreach (string line in File.ReadLines(dumpPath))
+        {
+            if (line.StartsWith("live block", System.StringComparison.Ordinal))
+            {
+                if (current != null) stacks.Add(string.Join(" < ", current));
+                current = new List<string>();
+                continue;
+            }
+            Match m = Regex.Match(line, @"\] (\S+) \(");
+            if (m.Success && current != null)
+                current.Add(m.Groups[1].Value);
+        }
+        if (current != null) stacks.Add(string.Join(" < ", current));
+        return stacks.Where(s => s.StartsWith("leaf_alloc", System.StringComparison.Ordinal)).OrderBy(s => s).ToList();
+    }
+
+    [TestCase("fast")]
+    [TestCase("fast:max_frames=3")]
+    public void ReusedWalks_MatchFreshWalks(string options)
+    {
+        string program = NativeProgram.Build("walkcache/same_depth.c");
+        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            string maxFrames = options.Contains("max_frames") ? ":max_frames=3" : "";
+            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
+            RunResult fast = NativeProgram.Run(program, "", preload: true, options: "unwinder=" + options, env: env);
+            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
+            RunResult reference = NativeProgram.Run(program, "", preload: true, options: "unwinder=libunwind" + maxFrames, env: env);
+            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
+            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+
+            List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
+            List<string> want = LeafStacks(Path.Combine(dir, "reference.txt"));
+            Assert.That(got, Has.Count.EqualTo(12), "every allocation of the program is listed");
+            Assert.That(got, Is.EqualTo(want));
+            if (maxFrames.Length == 0)
+            {
+                // The distinct call sites in main really are told apart.
+                Assert.That(got.Select(s => s.Split(" < ").First(f => f.StartsWith("main+", System.StringComparison.Ordinal))).Distinct().Count(),
+                            Is.EqualTo(6));
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

@@ -1,0 +1,32 @@
+/* same_depth.c — allocations from one function reached from different call sites at the same
+   stack depth, and from recursion of varying depth: the per-thread walk reuse must never hand a
+   walk the outer frames of a previous, different call chain. */
+#include "../interposer_test.h"
+#include <stdlib.h>
+
+void *volatile g_keep[64];
+static int g_n;
+
+__attribute__((noinline)) void *leaf_alloc(int n) { return malloc(16 + n); }
+__attribute__((noinline)) void via_a(int n) { g_keep[g_n++] = leaf_alloc(n); __asm__ volatile(""); }
+__attribute__((noinline)) void via_b(int n) { g_keep[g_n++] = leaf_alloc(n); __asm__ volatile(""); }
+__attribute__((noinline)) void recurse(int depth, int n)
+{
+    if (depth == 0) { g_keep[g_n++] = leaf_alloc(n); return; }
+    recurse(depth - 1, n);
+    __asm__ volatile("");
+}
+
+int main(int argc, char **argv)
+{
+    (void)argv;
+    for (int round = 0; round < 3; round++) {
+        via_a(1);                     /* same depth, different callers, alternating */
+        via_b(2);
+        if (argc > 0) via_a(3);       /* same caller function, a different call site in main */
+    }
+    recurse(3, 4);
+    recurse(1, 5);
+    recurse(3, 6);
+    return dump_live(getenv("DUMP_PATH")) == 0 ? 0 : 1;
+}
