@@ -23,9 +23,12 @@ internal static unsafe class Backtrace
         _ => UnwinderKind.Fast,
     };
 
+    /// <summary>sameAsLast: the frames equal this thread's previous capture (fast unwinder only),
+    /// so ev->WalkCache->StackId, when set, is already their depot id.</summary>
     public static int Capture(UnwinderKind kind, IpAllocEvent* ev, ulong* frames, int max,
-                              delegate* unmanaged<void**, int, int> unwBacktrace)
+                              delegate* unmanaged<void**, int, int> unwBacktrace, out bool sameAsLast)
     {
+        sameAsLast = false;
         if (ev->Pc == 0)
             return 0;
         switch (kind)
@@ -35,7 +38,7 @@ internal static unsafe class Backtrace
             case UnwinderKind.FramePointer:
                 return FramePointerWalk(ev->Pc, ev->Bp, ev->StackLo, ev->StackHi, frames, max);
             default:
-                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache);
+                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache, out sameAsLast);
         }
     }
 

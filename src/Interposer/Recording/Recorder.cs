@@ -63,15 +63,27 @@ internal static unsafe class Recorder
     {
         ReplayIfPending();
         ulong* frames = stackalloc ulong[Backtrace.MaxFramesLimit];
+        bool sameAsLast = false;
         int n = ev->Frames != null
             ? Copy(ev->Frames, ev->NFrames, frames)
-            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace);
+            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out sameAsLast);
+        uint stackId;
+        if (sameAsLast && ev->WalkCache->StackId != 0)
+        {
+            stackId = ev->WalkCache->StackId;      // the same call chain as this thread's last malloc
+        }
+        else
+        {
+            stackId = s_depot.Intern(frames, n);
+            if (ev->WalkCache != null)
+                ev->WalkCache->StackId = stackId;
+        }
         IpRecord record;
         record.Address = ev->Address;
         record.Size = ev->Size;
         record.TimeNs = ev->TimeNs;
         record.Tid = ev->Tid;
-        record.StackId = s_depot.Intern(frames, n);
+        record.StackId = stackId;
         record.ThreadIndex = ev->ThreadIndex;
         record.Flags = 0;
         record.MinCount = 1;

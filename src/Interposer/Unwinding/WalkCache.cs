@@ -17,6 +17,7 @@
 // SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored and are checked
 // against the bounds again before each load. The cache belongs to one thread; a hook never runs
 // nested on its thread (the guard), so no walk interrupts another on the same cache.
+using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -29,7 +30,9 @@ internal unsafe struct IpWalkCache
     public const int Levels = 32;
 
     public int Count;                 // levels stored
-    public int Complete;              // 1: that walk ended by itself, not at maxFrames
+    public int Complete;              // 1: the stored walk ended by itself, not at a limit
+    public uint StackId;              // depot id of the last frames returned; 0 = unknown
+    public uint Reserved;
     public fixed ulong Pc[Levels];    // level k: the return address (frames[k])
     public fixed ulong Sp[Levels];    //          the CFA of the frame below (caller's sp)
     public fixed ulong Bp[Levels];    //          the caller's rbp
@@ -37,13 +40,16 @@ internal unsafe struct IpWalkCache
     public fixed ulong BpSlot[Levels];// step k -> k+1: where Bp[k+1] was loaded from; 0 = carried
 }
 
-internal static unsafe partial class FastUnwinderCached
+internal static unsafe class FastUnwinderCached
 {
-    /// <summary>FastUnwinder.Unwind with reuse of this thread's previous walk (see file header).</summary>
+    /// <summary>FastUnwinder.Unwind with reuse of this thread's previous walk (see file header).
+    /// sameAsLast: the frames are exactly those this thread's previous call returned, so
+    /// cache->StackId (when non-zero) is their depot id.</summary>
     public static int Unwind(ulong pc, ulong sp, ulong bp, ulong stackLo, ulong stackHi,
-                             ulong* frames, int maxFrames, IpWalkCache* cache)
+                             ulong* frames, int maxFrames, IpWalkCache* c, out bool sameAsLast)
     {
-        if (cache == null || maxFrames > IpWalkCache.Levels)
+        sameAsLast = false;
+        if (c == null || maxFrames > IpWalkCache.Levels)
             return FastUnwinder.Unwind(pc, sp, bp, stackLo, stackHi, frames, maxFrames);
         if (pc == 0 || frames == null || maxFrames <= 0)
             return 0;
@@ -53,54 +59,27 @@ internal static unsafe partial class FastUnwinderCached
         ulong lastWord = stackHi - stackLo - 8;
         ulong* table = RuleCache.GetTable();
 
-        IpWalkCache* c = cache;
+        // The levels walked before a match (usually one or two), kept aside until the end: the
+        // cached levels must stay intact while they are compared.
+        const int L = IpWalkCache.Levels;
+        ulong* lPc = stackalloc ulong[L], lSp = stackalloc ulong[L], lBp = stackalloc ulong[L];
+        ulong* lRa = stackalloc ulong[L], lBs = stackalloc ulong[L];
         int prevCount = c->Count;
-        int j = 0;                         // cursor in the cached levels, by increasing sp
-        int count = 1;                     // frames written == levels recorded in `next`
-        bool complete = false;
-        IpWalkCache next;                  // the new walk's levels; copied to the cache at the end
-        next.Count = 0;
-        ulong curPc = pc, curSp = sp, curBp = bp;
+        int j = 0;
         int level = 0;
+        bool complete = false;
+        ulong curPc = pc, curSp = sp, curBp = bp;
         while (true)
         {
-            next.Pc[level] = curPc;
-            next.Sp[level] = curSp;
-            next.Bp[level] = curBp;
-
+            lPc[level] = curPc;
+            lSp[level] = curSp;
+            lBp[level] = curBp;
             while (j < prevCount && c->Sp[j] < curSp)
                 j++;
             if (j < prevCount && c->Sp[j] == curSp && c->Pc[j] == curPc && c->Bp[j] == curBp &&
                 SuffixStillValid(c, j, prevCount, stackLo, lastWord))
-            {
-                // Levels j+1.. of the cached walk are this walk's levels level+1..
-                int k = j;
-                while (k + 1 < prevCount && count < maxFrames)
-                {
-                    next.RaSlot[level] = c->RaSlot[k];
-                    next.BpSlot[level] = c->BpSlot[k];
-                    k++;
-                    level++;
-                    next.Pc[level] = c->Pc[k];
-                    next.Sp[level] = c->Sp[k];
-                    next.Bp[level] = c->Bp[k];
-                    frames[count++] = c->Pc[k];
-                }
-                if (count >= maxFrames)
-                    break;
-                if (k + 1 >= prevCount && c->Complete != 0)
-                {
-                    complete = true;
-                    break;
-                }
-                // The cached walk was cut short: go on walking from its last level.
-                curPc = c->Pc[k];
-                curSp = c->Sp[k];
-                curBp = c->Bp[k];
-                j = prevCount;   // nothing further to match
-            }
-
-            if (count >= maxFrames)
+                return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, frames, maxFrames, table, stackLo, lastWord, out sameAsLast);
+            if (level + 1 >= maxFrames)
                 break;
             uint rule = table != null ? RuleCache.Lookup(table, curPc) : 0;
             if (rule == 0)
@@ -111,18 +90,98 @@ internal static unsafe partial class FastUnwinderCached
                 complete = true;
                 break;
             }
-            next.RaSlot[level] = raSlot;
-            next.BpSlot[level] = bpSlot;
+            lRa[level] = raSlot;
+            lBs[level] = bpSlot;
             level++;
-            frames[count++] = curPc;
-            if (level >= IpWalkCache.Levels)
-                break;
+            frames[level] = curPc;
         }
 
-        next.Count = level + 1;
-        next.Complete = complete ? 1 : 0;
-        Store(c, &next);
+        // No reusable suffix: this walk replaces the cache.
+        int n = level + 1;
+        CopyLevels(c, 0, lPc, lSp, lBp, lRa, lBs, n);
+        c->Count = n;
+        c->Complete = complete ? 1 : 0;
+        c->StackId = 0;
+        return n;
+    }
+
+    // This walk's level `level` is the cached level j, and the cached levels j.. are valid: shift
+    // them to start at `level`, put this walk's own levels 0..level-1 in front, emit the frames.
+    private static int Splice(IpWalkCache* c, int level, int j, ulong* lPc, ulong* lSp, ulong* lBp,
+                              ulong* lRa, ulong* lBs, ulong* frames, int maxFrames, ulong* table,
+                              ulong stackLo, ulong lastWord, out bool sameAsLast)
+    {
+        int prevCount = c->Count;
+        int newCount = level + (prevCount - j);
+        bool clamped = newCount > IpWalkCache.Levels;
+        if (clamped)
+            newCount = IpWalkCache.Levels;
+        bool unchanged = level == 0 && j == 0;
+        if (level != j)
+        {
+            long bytes = (long)(newCount - level) * sizeof(ulong);
+            Buffer.MemoryCopy(c->Pc + j, c->Pc + level, bytes, bytes);   // memmove: ranges overlap
+            Buffer.MemoryCopy(c->Sp + j, c->Sp + level, bytes, bytes);
+            Buffer.MemoryCopy(c->Bp + j, c->Bp + level, bytes, bytes);
+            Buffer.MemoryCopy(c->RaSlot + j, c->RaSlot + level, bytes, bytes);
+            Buffer.MemoryCopy(c->BpSlot + j, c->BpSlot + level, bytes, bytes);
+        }
+        if (level > 0)
+            CopyLevels(c, 0, lPc, lSp, lBp, lRa, lBs, level);
+        c->Count = newCount;
+        if (clamped)
+            c->Complete = 0;
+
+        int count = newCount < maxFrames ? newCount : maxFrames;
+        for (int k = level + 1; k < count; k++)
+            frames[k] = c->Pc[k];
+        if (count < maxFrames && c->Complete == 0 && newCount < IpWalkCache.Levels)
+        {
+            count = Extend(c, frames, count, maxFrames, table, stackLo, lastWord);
+            unchanged = false;
+        }
+        sameAsLast = unchanged;
+        if (!unchanged)
+            c->StackId = 0;
         return count;
+    }
+
+    // The cached walk stopped at a limit that this walk does not have: walk on from its last level.
+    private static int Extend(IpWalkCache* c, ulong* frames, int count, int maxFrames, ulong* table,
+                              ulong stackLo, ulong lastWord)
+    {
+        int last = c->Count - 1;
+        ulong pc = c->Pc[last], sp = c->Sp[last], bp = c->Bp[last];
+        while (count < maxFrames && last + 1 < IpWalkCache.Levels)
+        {
+            uint rule = table != null ? RuleCache.Lookup(table, pc) : 0;
+            if (rule == 0)
+                rule = FastUnwinder.ResolveAndCache(table, pc);
+            if (!FastUnwinder.StepWithSlots(rule, ref pc, ref sp, ref bp, stackLo, lastWord, out ulong ra, out ulong bs))
+            {
+                c->Complete = 1;
+                break;
+            }
+            c->RaSlot[last] = ra;
+            c->BpSlot[last] = bs;
+            last++;
+            c->Pc[last] = pc;
+            c->Sp[last] = sp;
+            c->Bp[last] = bp;
+            frames[count++] = pc;
+        }
+        c->Count = last + 1;
+        return count;
+    }
+
+    private static void CopyLevels(IpWalkCache* c, int at, ulong* pc, ulong* sp, ulong* bp, ulong* ra, ulong* bs, int n)
+    {
+        uint bytes = (uint)(n * sizeof(ulong));
+        Unsafe.CopyBlockUnaligned(c->Pc + at, pc, bytes);
+        Unsafe.CopyBlockUnaligned(c->Sp + at, sp, bytes);
+        Unsafe.CopyBlockUnaligned(c->Bp + at, bp, bytes);
+        Unsafe.CopyBlockUnaligned(c->RaSlot + at, ra, bytes);
+        Unsafe.CopyBlockUnaligned(c->BpSlot + at, bs, bytes);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -138,18 +197,5 @@ internal static unsafe partial class FastUnwinderCached
                 return false;
         }
         return true;
-    }
-
-    private static void Store(IpWalkCache* c, IpWalkCache* next)
-    {
-        int n = next->Count;
-        uint bytes = (uint)(n * sizeof(ulong));
-        c->Count = n;
-        c->Complete = next->Complete;
-        Unsafe.CopyBlockUnaligned(c->Pc, next->Pc, bytes);
-        Unsafe.CopyBlockUnaligned(c->Sp, next->Sp, bytes);
-        Unsafe.CopyBlockUnaligned(c->Bp, next->Bp, bytes);
-        Unsafe.CopyBlockUnaligned(c->RaSlot, next->RaSlot, bytes);
-        Unsafe.CopyBlockUnaligned(c->BpSlot, next->BpSlot, bytes);
     }
 }

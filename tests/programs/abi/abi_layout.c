@@ -65,6 +65,8 @@ int main(void)
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
     FIELD(ip_walk_cache, complete);
+    FIELD(ip_walk_cache, stack_id);
+    FIELD(ip_walk_cache, reserved);
     FIELD(ip_walk_cache, pc);
     FIELD(ip_walk_cache, sp);
     FIELD(ip_walk_cache, bp);
