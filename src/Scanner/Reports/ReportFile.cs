@@ -9,8 +9,37 @@ using System.Text;
 
 namespace Interposer.Scanner.Reports;
 
-internal static class ReportFile
+internal static unsafe partial class ReportFile
 {
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "lstat", StringMarshalling = System.Runtime.InteropServices.StringMarshalling.Utf8)]
+    private static partial int LStat(string path, byte* statBuffer);
+
+    /// <summary>A FIFO or a terminal/char device the user named (e.g. /dev/stderr's target, a pipe to
+    /// a collector) is written through, not replaced by a regular file. Symlinks are never followed
+    /// (lstat), so a planted link still goes through the rename path.</summary>
+    private static bool IsFifoOrCharDevice(string path)
+    {
+        byte* st = stackalloc byte[256];          // struct stat is 144 bytes on x86-64
+        if (LStat(path, st) != 0)
+            return false;
+        uint type = *(uint*)(st + 24) & 0xF000;   // st_mode at offset 24 on x86-64
+        return type == 0x1000 || type == 0x2000;  // S_IFIFO, S_IFCHR
+    }
+
+    private static string? WriteThrough(string path, byte[] bytes)
+    {
+        try
+        {
+            using var fs = new FileStream(path, FileMode.Open, FileAccess.Write);
+            fs.Write(bytes, 0, bytes.Length);
+            return null;
+        }
+        catch (Exception e)
+        {
+            return $"cannot write report '{path}': {e.Message}";
+        }
+    }
+
     /// <summary>Expands %p (pid) and %% in a report path.</summary>
     public static string ExpandPath(string template, int pid)
     {
@@ -41,6 +70,8 @@ internal static class ReportFile
         string full;
         try { full = Path.GetFullPath(path); }
         catch (Exception e) { return $"bad report path '{path}': {e.Message}"; }
+        if (IsFifoOrCharDevice(full))
+            return WriteThrough(full, bytes);
         string dir = Path.GetDirectoryName(full) ?? "/";
         string tmp = Path.Combine(dir, "." + Path.GetFileName(full) + ".tmp." +
                                        Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "." +

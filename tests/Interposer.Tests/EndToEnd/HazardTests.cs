@@ -1,0 +1,130 @@
+// HazardTests.cs — programs that stress the places a preloaded allocator hook usually breaks:
+// thread start and exit, TLS and thread-exit destructors, fork under load, exit handlers, and
+// the managed core's garbage collector running while host threads allocate. Each must finish
+// (no crash, no hang), exit 0 and print what it prints without the library.
+// (Requirement 2 of the end-to-end suite.)
+using System.Collections.Generic;
+using Interposer.Tests.Support;
+using NUnit.Framework;
+
+namespace Interposer.Tests.EndToEnd;
+
+[TestFixture]
+public sealed class HazardTests
+{
+    /// <summary>Runs a hazard program with and without the library: both exit 0 in time, with the
+    /// same stdout and no library message.</summary>
+    private static RunResult RunHazard(string program, string arguments = "", string? options = null,
+                                       IDictionary<string, string>? env = null)
+    {
+        var (plain, preloaded) = E2E.RunBoth(program, arguments, env: env, options: options,
+                                             timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(plain, "without the library");
+        E2E.AssertCleanExit(preloaded, "with the library");
+        Assert.That(preloaded.Stdout, Is.EqualTo(plain.Stdout), "stdout changed under the library");
+        E2E.AssertNoLibraryMessages(preloaded, program);
+        return preloaded;
+    }
+
+    [Test]
+    public void HundredsOfShortLivedThreads_MallocAndFree()
+    {
+        RunResult r = RunHazard(E2E.Build("short_threads.c"));
+        Assert.That(r.Stdout, Does.Contain("threads 400 checksum "));
+        // Every block was freed by the thread that made it. What may stay live is one DTV per
+        // thread stack glibc caches for reuse (at most one per thread alive at once, 16).
+        long delta = E2E.Number(r.Stderr, @"^record delta (-?\d+)$");
+        Assert.That(delta, Is.InRange(0, 16), "live records drifted across 400 thread lifetimes");
+    }
+
+    [Test]
+    public void TlsPointerAndKeyDestructors_FreeAtThreadExit()
+    {
+        RunResult r = RunHazard(E2E.Build("tls_key_destructors.c"));
+        Assert.That(r.Stdout, Is.EqualTo("rounds 12 threads 8 destructor-frees 480\n"));
+        long delta = E2E.Number(r.Stderr, @"^record delta (-?\d+)$");
+        Assert.That(delta, Is.InRange(0, 8), "frees done by thread-exit destructors were lost (or double-counted)");
+    }
+
+    [Test]
+    public void CxxThreadLocalDestructors_FreeBeforeAndAfterTheFirstMalloc()
+    {
+        RunResult r = RunHazard(E2E.Build("thread_local_dtors.cpp"));
+        Assert.That(r.Stdout, Is.EqualTo("threads 80 destructors 160\n"));
+        long delta = E2E.Number(r.Stderr, @"^record delta (-?\d+)$");
+        Assert.That(delta, Is.InRange(0, 8), "frees done by thread_local destructors were lost");
+    }
+
+    [TestCase("fork", "forks 20 ok 20")]
+    [TestCase("exec", "forks 20 ok 20")]
+    public void ForkUnderMultithreadedLoad_ChildrenRunAndExit0(string mode, string expected)
+    {
+        RunResult r = RunHazard(E2E.Build("fork_under_load.c"), mode);
+        Assert.That(r.Stdout, Is.EqualTo($"mode {mode}\n{expected}\nchurn stopped\n"));
+        long delta = E2E.Number(r.Stderr, @"^record delta (-?\d+)$");
+        Assert.That(delta, Is.InRange(0, 8), "the parent's record count drifted across the forks");
+    }
+
+    [TestCase(null)]
+    [TestCase("dump_at_exit=-")]
+    public void MallocInAtexitHandlersAndDestructors(string? options)
+    {
+        RunResult r = RunHazard(E2E.Build("exit_handlers.c"), options: options);
+        Assert.That(r.Stdout, Is.EqualTo(
+            "main returns\natexit (registered last) allocated\natexit (registered first) 999\ndestructor 42 allocated\n"));
+        if (options != null)
+        {
+            // The at-exit dump ran after the atexit handlers: it lists the block the last-registered
+            // handler leaked (recorded through the deferred log, the main thread was exiting).
+            LiveDumpFile dump = LiveDumpFile.Parse(r.Stderr);
+            Assert.That(dump.Blocks.Exists(b => b.Size == 77 && b.Frames.Exists(f => f.Function == "handler_registered_last")),
+                        Is.True, $"the at-exit dump lacks the block leaked by the atexit handler:\n{r.Stderr}");
+        }
+    }
+
+    /// <summary>A C++ program whose global container is destroyed at exit: after the main thread
+    /// is marked exiting, every free goes to the deferred log. 150,000 entries make 300,000 frees,
+    /// more than the log's 65,536 slots, with nobody draining it: tracking must neither switch
+    /// itself off with a message nor lose the at-exit report.</summary>
+    [Test]
+    public void GlobalContainerDestroyedAtExit_ManyDeferredFrees()
+    {
+        using var dir = new TempDir("massexit");
+        string program = E2E.Build("mass_free_at_exit.cpp");
+        RunResult plain = Programs.Run(program, "global 150000", preload: false, timeoutSeconds: E2E.HazardTimeoutSeconds);
+        RunResult r = Programs.Run(program, "global 150000", preload: true, options: $"dump_at_exit={dir.File("exit.txt")}",
+                                   timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(plain, "without the library");
+        E2E.AssertCleanExit(r, "with the library");
+        Assert.That(r.Stdout, Is.EqualTo(plain.Stdout));
+        E2E.AssertNoLibraryMessages(r, "mass_free_at_exit global");
+        LiveDumpFile dump = LiveDumpFile.Read(dir.File("exit.txt"));
+        Assert.That(dump.Statistic("deferred events lost"), Is.EqualTo(0), dump.StatisticsLine);
+        Assert.That(dump.Statistic("live blocks"), Is.LessThan(100), "the map's blocks are still listed as live at exit");
+    }
+
+    /// <summary>The same on a secondary thread: a pthread key destructor frees a 150,000-node list
+    /// while the main thread waits in pthread_join.</summary>
+    [Test]
+    public void KeyDestructorFreeingAHugeList_ManyDeferredFrees()
+    {
+        RunResult r = RunHazard(E2E.Build("mass_free_at_exit.cpp"), "thread 150000");
+        Assert.That(r.Stdout, Is.EqualTo("filled 150000\n"));
+        Assert.That(E2E.Number(r.Stderr, @"^record delta (-?\d+)$"), Is.InRange(0, 1),
+                    "the list's frees were lost (or tracking stopped)");
+    }
+
+    [Test]
+    public void ManagedGcsWhileHostThreadsAllocate()
+    {
+        using var dir = new TempDir("gc");
+        string program = E2E.Build("gc_while_allocating.c");
+        RunResult r = Programs.Run(program, Programs.Quote(dir.File("dump.txt")) + " 25", preload: true,
+                                        timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(r, "gc_while_allocating");
+        E2E.AssertNoLibraryMessages(r, "gc_while_allocating");
+        Assert.That(r.Stdout, Does.Contain("dumps 25 failed 0\n"), "dump_live failed while threads churned");
+        long[] delta = E2E.Numbers(r.Stdout, @"^delta (-?\d+) expected (\d+)$");
+        Assert.That(delta[0], Is.EqualTo(delta[1]), "live_blocks() is not exact after GCs under churn");
+    }
+}
