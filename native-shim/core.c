@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@
 int g_ip_mode = IP_MODE_EARLY;
 ip_core g_ip_core;
 static int s_fork_locked;       /* prepare took the core's locks (this process, this fork) */
+static sem_t s_drain_sem;       /* posted (async-signal-safe) to wake the drainer */
+static int s_drainer_pid;       /* pid whose drainer thread runs; 0 = none (e.g. in a fork child) */
 
 void ip_message(const char *a, const char *b)
 {
@@ -96,6 +99,7 @@ static int load_core(void)
     IP_BIND(on_thread_start, "interposer_on_thread_start")
     IP_BIND(on_fork, "interposer_on_fork")
     IP_BIND(on_exit, "interposer_on_exit")
+    IP_BIND(on_drain, "interposer_on_drain")
     IP_BIND(live_blocks, "interposer_core_live_blocks")
     IP_BIND(dump, "interposer_core_dump")
 #undef IP_BIND
@@ -109,6 +113,50 @@ static int load_core(void)
     if (init(&s_api_live, &g_ip_core.config) != 0)
         return -1; /* the core said why */
     return 0;
+}
+
+/* ---- the drainer: an internal thread that replays the deferred log when producers that may
+   not enter managed code (exiting threads, destructors at exit) fill it faster than host
+   threads drain it. ------------------------------------------------------------------------ */
+
+static void *drainer_main(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        while (sem_wait(&s_drain_sem) != 0)
+            ;
+        if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE)
+            g_ip_core.on_drain();
+    }
+    return NULL;
+}
+
+int ip_drain_request(void)
+{
+    if (__atomic_load_n(&s_drainer_pid, __ATOMIC_ACQUIRE) != getpid())
+        return 0;
+    sem_post(&s_drain_sem);
+    return 1;
+}
+
+static void start_drainer(void)
+{
+    if (sem_init(&s_drain_sem, 0, 0) != 0)
+        return;
+    ip_thread *t = &ip_tls;
+    int saved_guard = t->guard;
+    t->guard = 1; /* internal for life */
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    if (pthread_create(&th, &attr, drainer_main, NULL) == 0) {
+        pthread_setname_np(th, "interposer-drain");
+        __atomic_store_n(&s_drainer_pid, getpid(), __ATOMIC_RELEASE);
+    }
+    pthread_attr_destroy(&attr);
+    t->guard = saved_guard;
 }
 
 /* ---- fork: the child must not inherit a held metadata lock (DESIGN guard rule 4) ---------- */
@@ -198,6 +246,7 @@ __attribute__((constructor)) static void ip_init(void)
         return;
     }
     atexit(at_exit);
+    start_drainer();
     __atomic_store_n(&g_ip_mode, IP_MODE_ACTIVE, __ATOMIC_RELEASE);
     ip_thread_register(); /* the main thread; the core replays early events on its first insert */
 }

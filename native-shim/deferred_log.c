@@ -17,12 +17,14 @@
 #define _GNU_SOURCE
 #include <stdatomic.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include "shim_internal.h"
 
 #define IP_LOG_CAPACITY (1u << 16) /* 64 Ki entries x 112 B = 7 MiB of address space, lazily touched */
 #define IP_LOG_MASK (IP_LOG_CAPACITY - 1)
+#define IP_LOG_FULL_WAIT_ROUNDS 200000u /* sched_yield rounds (seconds at most) before giving up */
 
 static ip_deferred_entry *_Atomic s_log;   /* mmap'ed on first push */
 static _Atomic uint64_t s_enqueue_pos;     /* next slot a producer reserves */
@@ -78,6 +80,7 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
     }
     uint64_t pos = atomic_load_explicit(&s_enqueue_pos, memory_order_relaxed);
     ip_deferred_entry *cell;
+    unsigned waited = 0;
     for (;;) {
         cell = &log[pos & IP_LOG_MASK];
         uint64_t stored = __atomic_load_n(&cell->seq, __ATOMIC_ACQUIRE);
@@ -87,6 +90,13 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
                                                       memory_order_relaxed, memory_order_relaxed))
                 break;
         } else if (dif < 0) {
+            /* Full: wake the drainer and wait for room, for a bounded time. */
+            if (ip_drain_request() && waited < IP_LOG_FULL_WAIT_ROUNDS) {
+                waited++;
+                sched_yield();
+                pos = atomic_load_explicit(&s_enqueue_pos, memory_order_relaxed);
+                continue;
+            }
             __atomic_add_fetch(&g_ip_deferred_dropped, 1, __ATOMIC_RELAXED);
             ip_disable("the deferred log is full (the core stopped draining it)");
             return -1;
@@ -103,6 +113,9 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
     cell->thread_index = ip_tls.thread_index;
     cell->nframes = kind == IP_EV_FREE ? 0 : capture_frames(cell->frames, pc, fp);
     __atomic_store_n(&cell->seq, (pos + 1) - (pos & IP_LOG_MASK), __ATOMIC_RELEASE);
+    /* Half full: ask the drainer to replay (a no-op post when it is already busy). */
+    if (IP_UNLIKELY(pos - atomic_load_explicit(&s_dequeue_pos, memory_order_relaxed) == IP_LOG_CAPACITY / 2))
+        ip_drain_request();
     return 0;
 }
 

@@ -166,6 +166,9 @@ int32_t interposer_on_thread_start(int32_t tid, const char *name);
 int32_t interposer_on_fork(int32_t phase);
 /* Process exit, called on an internal thread: flush the deferred log and write at-exit output. */
 int32_t interposer_on_exit(void);
+/* Replay the deferred log now (called by the shim's drainer thread when the log fills up while
+   no host thread enters the core, e.g. exiting threads freeing a long list). */
+int32_t interposer_on_drain(void);
 /* Test and tooling queries (called with the guard held, like every hook). */
 int64_t interposer_core_live_blocks(void);
 int32_t interposer_core_dump(const char *path);

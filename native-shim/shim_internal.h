@@ -72,12 +72,14 @@ typedef struct ip_core {
     int32_t (*on_thread_start)(int32_t, const char *);
     int32_t (*on_fork)(int32_t);
     int32_t (*on_exit)(void);
+    int32_t (*on_drain)(void);
     int64_t (*live_blocks)(void);
     int32_t (*dump)(const char *);
     ip_core_config config;
 } ip_core;
 extern ip_core g_ip_core;
 IP_HIDDEN void ip_disable(const char *reason);
+IP_HIDDEN int ip_drain_request(void);   /* 1 if a drainer thread exists and was woken */
 IP_HIDDEN void ip_message(const char *a, const char *b);
 
 #endif

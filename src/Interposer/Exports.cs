@@ -104,6 +104,17 @@ internal static unsafe class Exports
         catch (Exception e) { return Fail(e); }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_drain")]
+    private static int OnDrain()
+    {
+        try
+        {
+            Recorder.Replay();
+            return 0;
+        }
+        catch (Exception e) { return Fail(e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "interposer_core_live_blocks")]
     private static long LiveBlocks()
     {
