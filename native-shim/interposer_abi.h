@@ -60,7 +60,7 @@ typedef struct ip_walk_cache {
     int32_t count;      /* levels stored */
     int32_t complete;   /* 1: the walk ended by itself, not at a limit */
     uint32_t stack_id;  /* depot id of the frames last returned from it; 0 = unknown */
-    uint32_t reserved;
+    uint32_t uses_rbp;  /* bit k: step k's CFA is computed from rbp */
     uint64_t pc[IP_WALK_LEVELS];
     uint64_t sp[IP_WALK_LEVELS];
     uint64_t bp[IP_WALK_LEVELS];

@@ -2,12 +2,14 @@
 // Not a futex: critical sections are a few dozen instructions (one hash-table probe), the
 // holder never blocks inside one, and the word lives in native memory next to what it guards.
 // Not reentrant; never held across a call into the host or a managed allocation.
+using System.Runtime.CompilerServices;
 using System.Threading;
 
 namespace Interposer.Recording;
 
 internal static class SpinLockWord
 {
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Enter(ref int word)
     {
         if (Interlocked.CompareExchange(ref word, 1, 0) == 0)
@@ -15,6 +17,7 @@ internal static class SpinLockWord
         EnterContended(ref word);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void EnterContended(ref int word)
     {
         int spins = 0;
@@ -31,5 +34,6 @@ internal static class SpinLockWord
 
     public static bool TryEnter(ref int word) => Interlocked.CompareExchange(ref word, 1, 0) == 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Exit(ref int word) => Volatile.Write(ref word, 0);
 }

@@ -167,6 +167,7 @@ internal static unsafe class FastUnwinder
     {
         raSlot = 0;
         bpSlot = 0;
+        // (rule & UnwindRule.CfaFromRbp) tells the caller whether this step consumed bp.
         if ((rule & UnwindRule.KindMask) != UnwindRule.KindWalk)
             return false;
         ulong cfa = ((rule & UnwindRule.CfaFromRbp) != 0 ? bp : sp) + UnwindRule.CfaOffset(rule);

@@ -14,6 +14,11 @@
 // exactly the cached levels. The check is a few independent loads (no dependent chain, no rule
 // lookups), so a reused suffix costs ~1 ns per frame.
 //
+// RBP. Code built without frame pointers keeps arbitrary data in rbp, so requiring equal rbp
+// at a level would defeat the cache at the level that matters most (malloc's caller). A level's
+// rbp only matters if a later step consumes it (a CFA computed from rbp) before a step reloads it
+// from a saved slot; BpNeeded checks exactly that, so unequal rbp is accepted when it is dead.
+//
 // SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored and are checked
 // against the bounds again before each load. The cache belongs to one thread; a hook never runs
 // nested on its thread (the guard), so no walk interrupts another on the same cache.
@@ -32,7 +37,7 @@ internal unsafe struct IpWalkCache
     public int Count;                 // levels stored
     public int Complete;              // 1: the stored walk ended by itself, not at a limit
     public uint StackId;              // depot id of the last frames returned; 0 = unknown
-    public uint Reserved;
+    public uint UsesRbp;              // bit k: step k computed its CFA from rbp
     public fixed ulong Pc[Levels];    // level k: the return address (frames[k])
     public fixed ulong Sp[Levels];    //          the CFA of the frame below (caller's sp)
     public fixed ulong Bp[Levels];    //          the caller's rbp
@@ -67,6 +72,7 @@ internal static unsafe class FastUnwinderCached
         int prevCount = c->Count;
         int j = 0;
         int level = 0;
+        ulong usesRbp = 0;                 // bit k: this walk's step k used rbp
         bool complete = false;
         ulong curPc = pc, curSp = sp, curBp = bp;
         while (true)
@@ -76,9 +82,10 @@ internal static unsafe class FastUnwinderCached
             lBp[level] = curBp;
             while (j < prevCount && c->Sp[j] < curSp)
                 j++;
-            if (j < prevCount && c->Sp[j] == curSp && c->Pc[j] == curPc && c->Bp[j] == curBp &&
+            if (j < prevCount && c->Sp[j] == curSp && c->Pc[j] == curPc &&
+                (c->Bp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
                 SuffixStillValid(c, j, prevCount, stackLo, lastWord))
-                return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, frames, maxFrames, table, stackLo, lastWord, out sameAsLast);
+                return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord, out sameAsLast);
             if (level + 1 >= maxFrames)
                 break;
             uint rule = table != null ? RuleCache.Lookup(table, curPc) : 0;
@@ -92,6 +99,8 @@ internal static unsafe class FastUnwinderCached
             }
             lRa[level] = raSlot;
             lBs[level] = bpSlot;
+            if ((rule & UnwindRule.CfaFromRbp) != 0)
+                usesRbp |= 1UL << level;
             level++;
             frames[level] = curPc;
         }
@@ -102,13 +111,29 @@ internal static unsafe class FastUnwinderCached
         c->Count = n;
         c->Complete = complete ? 1 : 0;
         c->StackId = 0;
+        c->UsesRbp = (uint)usesRbp;
         return n;
+    }
+
+    /// <summary>Whether cached level j's rbp is consumed by the cached steps j.. before a saved
+    /// slot reloads it (or by a future extension of an incomplete walk).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool BpNeeded(IpWalkCache* c, int j, int count)
+    {
+        for (int k = j; k + 1 < count; k++)
+        {
+            if ((c->UsesRbp & (1u << k)) != 0)
+                return true;
+            if (c->BpSlot[k] != 0)
+                return false;
+        }
+        return c->Complete == 0;
     }
 
     // This walk's level `level` is the cached level j, and the cached levels j.. are valid: shift
     // them to start at `level`, put this walk's own levels 0..level-1 in front, emit the frames.
     private static int Splice(IpWalkCache* c, int level, int j, ulong* lPc, ulong* lSp, ulong* lBp,
-                              ulong* lRa, ulong* lBs, ulong* frames, int maxFrames, ulong* table,
+                              ulong* lRa, ulong* lBs, ulong usesRbp, ulong* frames, int maxFrames, ulong* table,
                               ulong stackLo, ulong lastWord, out bool sameAsLast)
     {
         int prevCount = c->Count;
@@ -128,11 +153,23 @@ internal static unsafe class FastUnwinderCached
         }
         if (level > 0)
             CopyLevels(c, 0, lPc, lSp, lBp, lRa, lBs, level);
+        // This level's rbp may differ from the cached one when it is dead (BpNeeded); store the
+        // real value so the cache describes this walk.
+        c->Bp[level] = lBp[level];
+        ulong low = level == 0 ? 0 : usesRbp & ((1UL << level) - 1);
+        c->UsesRbp = (uint)(low | (((ulong)c->UsesRbp >> j) << level));
         c->Count = newCount;
         if (clamped)
             c->Complete = 0;
 
         int count = newCount < maxFrames ? newCount : maxFrames;
+        if (unchanged && c->StackId != 0 && (count >= maxFrames || c->Complete != 0))
+        {
+            // The same frames as this thread's last call, whose depot id the caller has: the
+            // frames buffer is not needed (Recorder reads it only when StackId is 0).
+            sameAsLast = true;
+            return count;
+        }
         for (int k = level + 1; k < count; k++)
             frames[k] = c->Pc[k];
         if (count < maxFrames && c->Complete == 0 && newCount < IpWalkCache.Levels)
@@ -164,6 +201,10 @@ internal static unsafe class FastUnwinderCached
             }
             c->RaSlot[last] = ra;
             c->BpSlot[last] = bs;
+            if ((rule & UnwindRule.CfaFromRbp) != 0)
+                c->UsesRbp |= 1u << last;
+            else
+                c->UsesRbp &= ~(1u << last);
             last++;
             c->Pc[last] = pc;
             c->Sp[last] = sp;
@@ -184,18 +225,25 @@ internal static unsafe class FastUnwinderCached
         Unsafe.CopyBlockUnaligned(c->BpSlot + at, bs, bytes);
     }
 
+    // Every stored slot was inside this thread's stack when it was loaded, and the cache lives in
+    // this thread's TLS (zeroed for a new thread), so the slots need no new bounds check. The
+    // loads are independent: accumulate differences and branch once (perf: the per-level
+    // branches were 40% of this function).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool SuffixStillValid(IpWalkCache* c, int j, int prevCount, ulong stackLo, ulong lastWord)
     {
-        for (int k = j; k + 1 < prevCount; k++)
+        ulong diff = 0;
+        ulong* ra = c->RaSlot + j;
+        ulong* end = c->RaSlot + (prevCount - 1);
+        ulong* nextPc = c->Pc + (j + 1);
+        ulong* bs = c->BpSlot + j;
+        ulong* nextBp = c->Bp + (j + 1);
+        for (; ra < end; ra++, nextPc++, bs++, nextBp++)
         {
-            ulong ra = c->RaSlot[k];
-            if (ra - stackLo > lastWord || *(ulong*)ra != c->Pc[k + 1])
-                return false;
-            ulong bs = c->BpSlot[k];
-            if (bs != 0 && (bs - stackLo > lastWord || *(ulong*)bs != c->Bp[k + 1]))
-                return false;
+            diff |= *(ulong*)*ra ^ *nextPc;
+            if (*bs != 0)
+                diff |= *(ulong*)*bs ^ *nextBp;
         }
-        return true;
+        return diff == 0;
     }
 }

@@ -66,7 +66,7 @@ int main(void)
     FIELD(ip_walk_cache, count);
     FIELD(ip_walk_cache, complete);
     FIELD(ip_walk_cache, stack_id);
-    FIELD(ip_walk_cache, reserved);
+    FIELD(ip_walk_cache, uses_rbp);
     FIELD(ip_walk_cache, pc);
     FIELD(ip_walk_cache, sp);
     FIELD(ip_walk_cache, bp);

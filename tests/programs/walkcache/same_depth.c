@@ -10,6 +10,22 @@ static int g_n;
 __attribute__((noinline)) void *leaf_alloc(int n) { return malloc(16 + n); }
 __attribute__((noinline)) void via_a(int n) { g_keep[g_n++] = leaf_alloc(n); __asm__ volatile(""); }
 __attribute__((noinline)) void via_b(int n) { g_keep[g_n++] = leaf_alloc(n); __asm__ volatile(""); }
+/* A variable-length array forces an rbp-based frame: its caller's CFA is computed from rbp, so
+   the walk cache must compare rbp there. */
+__attribute__((noinline)) void via_vla(int len, int n)
+{
+    volatile char buf[len + 16];
+    buf[0] = (char)n;
+    g_keep[g_n++] = leaf_alloc(n + buf[0] - n);
+    __asm__ volatile("");
+}
+__attribute__((noinline)) void vla_at_depth(int depth, int len, int n)
+{
+    if (depth == 0) { via_vla(len, n); return; }
+    vla_at_depth(depth - 1, len + 8, n);
+    __asm__ volatile("");
+}
+
 __attribute__((noinline)) void recurse(int depth, int n)
 {
     if (depth == 0) { g_keep[g_n++] = leaf_alloc(n); return; }
@@ -28,5 +44,9 @@ int main(int argc, char **argv)
     recurse(3, 4);
     recurse(1, 5);
     recurse(3, 6);
+    for (int i = 0; i < 3; i++) {      /* rbp-based frames, same and different depths */
+        vla_at_depth(2, 8 * i, 7);
+        vla_at_depth(i, 16, 8);
+    }
     return dump_live(getenv("DUMP_PATH")) == 0 ? 0 : 1;
 }
