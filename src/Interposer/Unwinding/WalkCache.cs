@@ -236,6 +236,16 @@ internal static unsafe class FastUnwinderCached
         ulong* ra = c->RaSlot + j;
         ulong* end = c->RaSlot + (prevCount - 1);
         ulong* nextPc = c->Pc + (j + 1);
+        if ((c->UsesRbp >> j) == 0 && c->Complete != 0)
+        {
+            // No remaining step computes a CFA from rbp and nothing will extend the walk: the
+            // frames depend on the return-address slots alone. (Stale cached rbp values are then
+            // never compared: BpNeeded is false at every level from here.) This is the common
+            // case of distribution code built without frame pointers.
+            for (; ra < end; ra++, nextPc++)
+                diff |= *(ulong*)*ra ^ *nextPc;
+            return diff == 0;
+        }
         ulong* bs = c->BpSlot + j;
         ulong* nextBp = c->Bp + (j + 1);
         for (; ra < end; ra++, nextPc++, bs++, nextBp++)
