@@ -132,32 +132,8 @@ internal static unsafe class FastUnwinder
     // One frame: applies rule to (pc, sp, bp). False when the walk must stop here (the rule is not
     // Walk, a load would leave the bounds, the CFA does not grow, or the return address is 0).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool Step(uint rule, ref ulong pc, ref ulong sp, ref ulong bp, ulong stackLo, ulong lastWord)
-    {
-        if ((rule & UnwindRule.KindMask) != UnwindRule.KindWalk)
-            return false;
-        ulong cfa = ((rule & UnwindRule.CfaFromRbp) != 0 ? bp : sp) + UnwindRule.CfaOffset(rule);
-        // The stack grows down: a caller's CFA is above its callee's. Rule offsets are multiples
-        // of 8, so an aligned CFA makes both save-slot addresses below aligned too.
-        if (cfa <= sp || (cfa & 7) != 0)
-            return false;
-        ulong raAddress = cfa - UnwindRule.RaDistance(rule);
-        if (raAddress - stackLo > lastWord)
-            return false;
-        ulong ra = *(ulong*)raAddress;
-        if ((rule & UnwindRule.RbpSaved) != 0)
-        {
-            ulong bpAddress = cfa - UnwindRule.RbpDistance(rule);
-            if (bpAddress - stackLo > lastWord)
-                return false;
-            bp = *(ulong*)bpAddress;
-        }
-        if (ra == 0)
-            return false;   // some hand-written entry points end their chain with a 0 RA
-        sp = cfa;
-        pc = ra;
-        return true;
-    }
+    private static bool Step(uint rule, ref ulong pc, ref ulong sp, ref ulong bp, ulong stackLo, ulong lastWord) =>
+        StepWithSlots(rule, ref pc, ref sp, ref bp, stackLo, lastWord, out _, out _);
 
     // Step, also reporting the addresses it loaded the return address and rbp from (bpSlot 0 when
     // rbp was carried over), for WalkCache's validity check.
@@ -171,6 +147,9 @@ internal static unsafe class FastUnwinder
         if ((rule & UnwindRule.KindMask) != UnwindRule.KindWalk)
             return false;
         ulong cfa = ((rule & UnwindRule.CfaFromRbp) != 0 ? bp : sp) + UnwindRule.CfaOffset(rule);
+        // The stack grows down: a caller's CFA is above its callee's. Rule offsets are multiples
+        // of 8, so an aligned CFA makes both save-slot addresses below aligned too. A word at
+        // address a is readable iff (a - stackLo) <= lastWord (one unsigned compare).
         if (cfa <= sp || (cfa & 7) != 0)
             return false;
         ulong raAddress = cfa - UnwindRule.RaDistance(rule);
