@@ -31,8 +31,10 @@ Task("Shim")
 {
     EnsureDirectoryExists(ctx.LibDir);
     var sources = string.Join(" ", Native.ShimSources);
-    Native.Run(Context, "gcc", $"{Native.ShimFlags} -o {ctx.ShimLibrary.FullPath} {sources} -ldl -lpthread",
+    var temporary = ctx.ShimLibrary.FullPath + ".tmp";
+    Native.Run(Context, "gcc", $"{Native.ShimFlags} -o {temporary} {sources} -ldl -lpthread",
                ctx.Root.Combine("native-shim"));
+    Native.Install(temporary, ctx.ShimLibrary.FullPath);
 });
 
 Task("Core")
@@ -46,7 +48,9 @@ Task("Core")
         MSBuildSettings = new DotNetMSBuildSettings().WithProperty("CppCompilerAndLinker", "gcc"),
     });
     EnsureDirectoryExists(ctx.LibDir);
-    CopyFile(ctx.CoreDir.CombineWithFilePath("libinterposer_core.so"), ctx.CoreLibrary);
+    var temporary = ctx.CoreLibrary.FullPath + ".tmp";
+    System.IO.File.Copy(ctx.CoreDir.CombineWithFilePath("libinterposer_core.so").FullPath, temporary, true);
+    Native.Install(temporary, ctx.CoreLibrary.FullPath);
 });
 
 Task("Build")

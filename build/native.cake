@@ -1,7 +1,7 @@
 // native.cake — the C side: tool checks and the shim build.
 public static class Native
 {
-    public static readonly string[] ShimSources = { "malloc.c", "threads.c", "core.c", "deferred_log.c", "stw.c" };
+    public static readonly string[] ShimSources = { "malloc.c", "threads.c", "core.c", "deferred_log.c", "gc_window.c", "stw.c" };
 
     // Flags that keep the shim's contract: frame pointers (the exported functions read their own
     // frame to hand the core the caller's registers), initial-exec TLS (the guard must never
@@ -26,6 +26,11 @@ public static class Native
 
     public static bool Has(ICakeContext ctx, string tool) =>
         ctx.StartProcess("/bin/sh", new ProcessSettings { Arguments = $"-c \"command -v {tool} >/dev/null\"", Silent = true }) == 0;
+
+    // Replaces a library by rename, never in place: a program that has the old file mapped (a
+    // test or demo still running) keeps its inode instead of dying of SIGBUS.
+    public static void Install(string temporary, string target) =>
+        System.IO.File.Move(temporary, target, overwrite: true);
 
     public static void Run(ICakeContext ctx, string tool, string args, DirectoryPath workdir = null)
     {

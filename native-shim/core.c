@@ -68,6 +68,7 @@ static const ip_shim_api s_api = {
     .disable = api_disable,
     .unw_backtrace = NULL, /* filled at start-up (static const data cannot hold the dlsym) */
     .deferred_dropped = &g_ip_deferred_dropped,
+    .gc_window = ip_gc_window,
 };
 static ip_shim_api s_api_live;
 
@@ -131,10 +132,22 @@ static void *drainer_main(void *unused)
     return NULL;
 }
 
-int ip_drain_request(void)
+static void start_drainer(void);
+
+int ip_drain_request(int may_spawn)
 {
-    if (__atomic_load_n(&s_drainer_pid, __ATOMIC_ACQUIRE) != getpid())
-        return 0;
+    if (__atomic_load_n(&s_drainer_pid, __ATOMIC_ACQUIRE) != getpid()) {
+        /* A fork child inherits no drainer. Start one on first need, but never from a nested
+           context (a signal handler may have interrupted malloc: pthread_create is not safe). */
+        static int s_spawning;
+        if (!may_spawn || __atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE ||
+            __atomic_exchange_n(&s_spawning, 1, __ATOMIC_ACQ_REL) != 0)
+            return 0;
+        start_drainer();
+        __atomic_store_n(&s_spawning, 0, __ATOMIC_RELEASE);
+        if (__atomic_load_n(&s_drainer_pid, __ATOMIC_ACQUIRE) != getpid())
+            return 0;
+    }
     sem_post(&s_drain_sem);
     return 1;
 }
@@ -234,6 +247,7 @@ __attribute__((constructor)) static void ip_init(void)
     struct sigaction host_sigpipe;
     int have_sigpipe = sigaction(SIGPIPE, NULL, &host_sigpipe) == 0;
     ip_threads_init();
+    ip_gc_window_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     ip_tls.guard = 1;
     load_libunwind();
@@ -260,7 +274,7 @@ static int enter_query(void)
     ip_thread_register();
     if (ip_tls.guard != 0 || ip_tls.state != IP_T_HOST)
         return 0;
-    ip_tls.guard = 1;
+    ip_hook_enter(&ip_tls);
     return 1;
 }
 
@@ -269,7 +283,7 @@ IP_EXPORT int64_t interposer_live_blocks(void)
     if (!enter_query())
         return -1;
     int64_t n = g_ip_core.live_blocks();
-    ip_tls.guard = 0;
+    ip_hook_leave(&ip_tls);
     return n;
 }
 
@@ -278,6 +292,6 @@ IP_EXPORT int32_t interposer_dump(const char *path)
     if (!enter_query())
         return -1;
     int32_t rc = g_ip_core.dump(path);
-    ip_tls.guard = 0;
+    ip_hook_leave(&ip_tls);
     return rc;
 }

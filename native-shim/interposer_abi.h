@@ -141,7 +141,12 @@ typedef struct ip_shim_api {
     int32_t (*unw_backtrace)(void **buffer, int32_t size);
     /* Counters the shim keeps (read by tests and the at-exit summary). */
     const uint64_t *deferred_dropped; /* entries lost because the log was full (tracking then stops) */
-    uint64_t reserved[3];
+    /* open = 1: before managed work that may start a GC (dumps, exit). Marks the window open and
+       waits (bounded) until no host thread is inside a hook unprotected; hooks entered from then
+       on disable pthread cancellation, because a hook that waits for the GC waits in
+       pthread_cond_wait, a cancellation point that malloc must never be. open = 0: close it. */
+    void (*gc_window)(int32_t open);
+    uint64_t reserved[2];
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */

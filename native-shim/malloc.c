@@ -96,9 +96,9 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
         .nframes = 0,
         .reserved = 0,
     };
-    t->guard = 1;
+    ip_hook_enter(t);
     g_ip_core.on_alloc(&ev);
-    t->guard = 0;
+    ip_hook_leave(t);
     errno = saved_errno;
 }
 
@@ -110,9 +110,9 @@ static inline __attribute__((always_inline)) int record_free(void *p, ip_record 
         return 0;
     int saved_errno = errno;
     ip_thread *t = &ip_tls;
-    t->guard = 1;
+    ip_hook_enter(t);
     int found = g_ip_core.on_free((uint64_t)p, stash);
-    t->guard = 0;
+    ip_hook_leave(t);
     errno = saved_errno;
     return found == 1;
 }
@@ -121,9 +121,9 @@ static void record_restore(const ip_record *stash)
 {
     int saved_errno = errno;
     ip_thread *t = &ip_tls;
-    t->guard = 1;
+    ip_hook_enter(t);
     g_ip_core.on_restore(stash);
-    t->guard = 0;
+    ip_hook_leave(t);
     errno = saved_errno;
 }
 

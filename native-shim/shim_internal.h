@@ -35,6 +35,7 @@ typedef struct ip_thread {
     int state;          /* enum ip_thread_state */
     int tid;            /* cached gettid() */
     uint32_t thread_index; /* the core's registry index, once registered */
+    int cancel_saved;   /* cancellation state saved by ip_hook_protect */
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
     ip_walk_cache walk_cache; /* the core's reuse of this thread's previous backtrace */
@@ -51,6 +52,35 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
+
+/* gc_window.c: hooks and GCs (see interposer_abi.h, ip_shim_api.gc_window).
+   Every call into the core goes through ip_hook_enter/ip_hook_leave. */
+extern int g_ip_gc_window;
+IP_HIDDEN void ip_hook_protect(ip_thread *t);
+IP_HIDDEN void ip_hook_unprotect(ip_thread *t);
+IP_HIDDEN void ip_gc_window(int32_t open);
+IP_HIDDEN void ip_gc_window_init(void);
+IP_HIDDEN void ip_threads_publish(ip_thread *t, uint32_t index);
+IP_HIDDEN void ip_threads_unpublish(ip_thread *t);
+
+/* guard = 1: inside the core, unprotected; 2: inside, cancellation disabled. The compiler barrier
+   orders the guard store before the window load for this thread; the CPU side of that ordering
+   is the window opener's membarrier(), so the hot path needs no fence. */
+static inline __attribute__((always_inline)) void ip_hook_enter(ip_thread *t)
+{
+    t->guard = 1;
+    __asm__ volatile("" ::: "memory");
+    if (__builtin_expect(__atomic_load_n(&g_ip_gc_window, __ATOMIC_RELAXED) != 0, 0))
+        ip_hook_protect(t);
+}
+
+static inline __attribute__((always_inline)) void ip_hook_leave(ip_thread *t)
+{
+    __asm__ volatile("" ::: "memory");
+    if (__builtin_expect(t->guard == 2, 0))
+        ip_hook_unprotect(t);
+    t->guard = 0;
+}
 
 /* deferred_log.c */
 IP_HIDDEN int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t reason,
@@ -79,7 +109,9 @@ typedef struct ip_core {
 } ip_core;
 extern ip_core g_ip_core;
 IP_HIDDEN void ip_disable(const char *reason);
-IP_HIDDEN int ip_drain_request(void);   /* 1 if a drainer thread exists and was woken */
+/* Wakes the drainer thread (1) or reports there is none (0). may_spawn: the caller is not in a
+   nested context, so a fork child may start its drainer here. */
+IP_HIDDEN int ip_drain_request(int may_spawn);
 IP_HIDDEN void ip_message(const char *a, const char *b);
 
 #endif

@@ -37,8 +37,10 @@ uint64_t ip_now_ns(void)
 static void mark_exiting(void *unused)
 {
     (void)unused;
-    if (ip_tls.state == IP_T_HOST)
+    if (ip_tls.state == IP_T_HOST) {
         ip_tls.state = IP_T_EXITING;
+        ip_threads_unpublish(&ip_tls); /* its TLS may be unmapped soon: the window opener must not look */
+    }
 }
 
 void ip_threads_init(void)
@@ -69,16 +71,19 @@ void ip_thread_register(void)
     char name[17] = {0};
     prctl(PR_GET_NAME, name, 0, 0, 0);
     pthread_setspecific(s_exit_key, (void *)1);
+    if (__atomic_load_n(&g_ip_gc_window, __ATOMIC_RELAXED) != 0)
+        ip_hook_protect(t); /* attaching to the runtime may wait for a GC */
     int32_t index = g_ip_core.on_thread_start(t->tid, name);
     if (index >= 0) {
         t->thread_index = (uint32_t)index;
+        ip_threads_publish(t, (uint32_t)index);
         /* The runtime attached this thread during the call above; register after it. */
         __cxa_thread_atexit_impl(mark_exiting, NULL, &__dso_handle);
         t->state = IP_T_HOST;
     } else {
         t->state = IP_T_INTERNAL; /* the core refused this thread: leave it alone for life */
     }
-    t->guard = 0;
+    ip_hook_leave(t);
 }
 
 /* ---- pthread_create: threads born under a guard are internal for life -------------------- */

@@ -95,10 +95,13 @@ internal static unsafe class Exports
         try
         {
             Recorder.Replay();
-            if (s_settings.DumpAtExit.Length > 0)
-                LiveDump.Write(s_settings.DumpAtExit);
-            if (s_settings.Verbosity >= 2)
-                Diagnostics.Message(LiveDump.Statistics());
+            using (new GcWindow())
+            {
+                if (s_settings.DumpAtExit.Length > 0)
+                    LiveDump.Write(s_settings.DumpAtExit);
+                if (s_settings.Verbosity >= 2)
+                    Diagnostics.Message(LiveDump.Statistics());
+            }
             return 0;
         }
         catch (Exception e) { return Fail(e); }
@@ -132,10 +135,18 @@ internal static unsafe class Exports
         try
         {
             Recorder.Replay();
+            using var window = new GcWindow();
             string? p = Marshal.PtrToStringUTF8((IntPtr)path);
             return LiveDump.Write(string.IsNullOrEmpty(p) ? "-" : p);
         }
         catch (Exception e) { return Fail(e); }
+    }
+
+    /// <summary>Brackets managed work that may start a GC (see native-shim/gc_window.c).</summary>
+    private readonly ref struct GcWindow
+    {
+        public GcWindow() => Recorder.OpenGcWindow(1);
+        public void Dispose() => Recorder.OpenGcWindow(0);
     }
 
     private static int Fail(Exception e)

@@ -5,10 +5,17 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 extern int64_t interposer_live_blocks(void) __attribute__((weak));
 extern int32_t interposer_dump(const char *path) __attribute__((weak));
 
 /* -1 when the library is not loaded. */
 static inline int64_t live_blocks(void) { return interposer_live_blocks ? interposer_live_blocks() : -1; }
 static inline int dump_live(const char *path) { return interposer_dump ? interposer_dump(path) : -1; }
+#ifdef __cplusplus
+}
+#endif
 #endif

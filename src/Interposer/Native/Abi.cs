@@ -101,7 +101,8 @@ internal unsafe struct IpShimApi
     public delegate* unmanaged<byte*, void> Disable;
     public delegate* unmanaged<void**, int, int> UnwBacktrace;
     public ulong* DeferredDropped;
-    public fixed ulong Reserved[3];
+    public delegate* unmanaged<int, void> GcWindow;
+    public fixed ulong Reserved[2];
 }
 
 [StructLayout(LayoutKind.Sequential)]

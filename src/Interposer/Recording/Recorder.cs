@@ -187,6 +187,13 @@ internal static unsafe class Recorder
         SpinLockWord.Exit(ref s_replayLock);
     }
 
+    /// <summary>Opens (1) or closes (0) the shim's GC window around managed work that may collect.</summary>
+    public static void OpenGcWindow(int open)
+    {
+        if (s_api != null && s_api->GcWindow != null)
+            s_api->GcWindow(open);
+    }
+
     public static void Disable(string reason)
     {
         if (s_disabled)

@@ -147,6 +147,7 @@ public unsafe class AbiLayoutTests
             ["Disable"] = (byte*)&a.Disable - b,
             ["UnwBacktrace"] = (byte*)&a.UnwBacktrace - b,
             ["DeferredDropped"] = (byte*)&a.DeferredDropped - b,
+            ["GcWindow"] = (byte*)&a.GcWindow - b,
             ["Reserved"] = (byte*)a.Reserved - b,
         };
     }

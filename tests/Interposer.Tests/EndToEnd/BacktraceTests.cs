@@ -120,6 +120,60 @@ public sealed class BacktraceTests
         Assert.That(names.Take(3), Is.EqualTo(new[] { "bt_inner", "bt_outer", "main" }), b.ToString());
     }
 
+    /// <summary>Six call paths, recursion depths 0..5, alloca'd frames, three allocators, five
+    /// threads, interleaved for 40 rounds: every kept block's backtrace must be exactly
+    /// common x (depth+1), path&lt;P&gt;, one, rounds, main|thread_main — the path and depth its size names
+    /// (size = 1000 + 100*P + depth). Guards the fast unwinder's per-thread walk cache against a
+    /// stale reused suffix, and checks both DWARF unwinders agree with the program's structure.</summary>
+    [TestCase("fast")]
+    [TestCase("libunwind")]
+    public void InterleavedCallPaths_EveryBacktraceMatchesItsPath(string unwinder)
+    {
+        using var dir = new TempDir("paths");
+        string dumpPath = dir.File("dump.txt");
+        RunResult r = Programs.Run(E2E.Build("backtrace_paths.c"), Programs.Quote(dumpPath), preload: true,
+                                   options: "unwinder=" + unwinder + ":max_frames=32", timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(r, "backtrace_paths");
+        E2E.AssertNoLibraryMessages(r, "backtrace_paths");
+        LiveDumpFile dump = LiveDumpFile.Read(dumpPath);
+        var blocks = dump.Blocks.Where(b => b.Size >= 1000 && b.Size < 1600).ToList();
+        Assert.That(blocks, Has.Count.EqualTo(5 * 6 * 6), "expected 5 threads x 6 paths x 6 depths kept blocks");
+        var wrong = new List<string>();
+        foreach (DumpBlock b in blocks)
+        {
+            int path = (int)(b.Size - 1000) / 100, depth = (int)(b.Size - 1000) % 100;
+            var expected = Enumerable.Repeat("common", depth + 1).Append("path" + path).Append("one").Append("rounds")
+                                     .Append(b.Tid == b.Pid ? "main" : "thread_main").ToArray();
+            string[] actual = b.Frames.Select(f => f.Function).Take(expected.Length).ToArray();
+            if (!actual.SequenceEqual(expected))
+                wrong.Add($"size {b.Size}: expected {string.Join(" < ", expected)}\n  got {string.Join(" < ", actual)}");
+        }
+        Assert.That(wrong, Is.Empty, $"{wrong.Count} backtraces do not match their call path:\n" + string.Join("\n", wrong.Take(10)));
+    }
+
+    /// <summary>Allocations on a makecontext coroutine stack (a heap block) and in a signal
+    /// handler on a sigaltstack: outside the thread's registered stack. No crash, and the first
+    /// frame names the allocating function whatever the unwinder.</summary>
+    [TestCase("fast")]
+    [TestCase("libunwind")]
+    [TestCase("fp")]
+    public void OffStackAllocations_CoroutineAndSigaltstack_FirstFrameNamed(string unwinder)
+    {
+        using var dir = new TempDir("altstack");
+        string dumpPath = dir.File("dump.txt");
+        RunResult r = Programs.Run(E2E.Build("alt_stacks.c"), Programs.Quote(dumpPath), preload: true,
+                                   options: "unwinder=" + unwinder, timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(r, "alt_stacks");
+        E2E.AssertNoLibraryMessages(r, "alt_stacks");
+        Assert.That(r.Stdout, Does.EndWith("dump 0\n"), r.ToString());
+        LiveDumpFile dump = LiveDumpFile.Read(dumpPath);
+        Assert.Multiple(() =>
+        {
+            Assert.That(dump.Blocks.Single(b => b.Size == 333).Frames.FirstOrDefault()?.Function, Is.EqualTo("co_alloc"), dump.Text);
+            Assert.That(dump.Blocks.Single(b => b.Size == 444).Frames.FirstOrDefault()?.Function, Is.EqualTo("sig_alloc"), dump.Text);
+        });
+    }
+
     [TestCase("fast")]
     [TestCase("libunwind")]
     [TestCase("fp")]

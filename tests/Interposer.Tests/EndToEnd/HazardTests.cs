@@ -114,6 +114,35 @@ public sealed class HazardTests
                     "the list's frees were lost (or tracking stopped)");
     }
 
+    /// <summary>A fork child (no exec) that exit()s destroys its copy of a 150,000-entry global
+    /// map: 300,000 deferred frees in a process where the library's helper threads were not
+    /// forked. The child must not switch tracking off with a message either.</summary>
+    [Test]
+    public void ForkChildDestroyingAGlobalContainerAtExit_ManyDeferredFrees()
+    {
+        RunResult r = RunHazard(E2E.Build("mass_free_at_exit.cpp"), "fork 150000");
+        Assert.That(r.Stdout, Is.EqualTo("filled 150000\nchild status 0\n"));
+    }
+
+    /// <summary>pthread_cancel of threads churning malloc/free while another thread keeps the
+    /// core's GC busy. malloc/free are not cancellation points; under the library a deferred
+    /// cancel must not act inside them (it does when the hook waits for the GC in
+    /// pthread_cond_wait: double free abort, or a deadlock on a runtime lock the cancelled
+    /// thread held).</summary>
+    [Test]
+    public void PthreadCancelWhileTheCollectorRuns()
+    {
+        using var dir = new TempDir("cancel");
+        string program = E2E.Build("cancel_during_gc.c");
+        string args = Programs.Quote(dir.File("dump.txt")) + " 400";
+        RunResult plain = Programs.Run(program, args, preload: false, timeoutSeconds: 30);
+        RunResult r = Programs.Run(program, args, preload: true, timeoutSeconds: 30);
+        E2E.AssertCleanExit(plain, "without the library");
+        E2E.AssertCleanExit(r, "with the library");
+        Assert.That(r.Stdout, Is.EqualTo("rounds 400\n"));
+        E2E.AssertNoLibraryMessages(r, "cancel_during_gc");
+    }
+
     [Test]
     public void ManagedGcsWhileHostThreadsAllocate()
     {

@@ -29,6 +29,18 @@ public sealed class RecordCountTests
     }
 
     [Test]
+    public void RecordCount_IsExact_AMillionLiveBlocksAcrossTableGrowth()
+    {
+        // 8 threads insert 2,000,000 records (and remove half) while the table resizes.
+        RunResult r = Programs.Run(E2E.Build("table_growth.c"), "250000", preload: true, timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(r, "table_growth");
+        E2E.AssertNoLibraryMessages(r, "table_growth");
+        long[] delta = E2E.Numbers(r.Stdout, @"^delta (-?\d+) expected (\d+)$");
+        Assert.That(delta[1], Is.EqualTo(1_000_000));
+        Assert.That(delta[0], Is.EqualTo(delta[1]), "records lost or duplicated while the table grew");
+    }
+
+    [Test]
     public void RecordCount_WithoutTheLibrary_ReportsNothing()
     {
         // The same program unpreloaded: live_blocks() is -1 (weak symbol absent), so both deltas

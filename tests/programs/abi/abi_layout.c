@@ -60,6 +60,7 @@ int main(void)
     FIELD(ip_shim_api, disable);
     FIELD(ip_shim_api, unw_backtrace);
     FIELD(ip_shim_api, deferred_dropped);
+    FIELD(ip_shim_api, gc_window);
     FIELD(ip_shim_api, reserved);
 
     STRUCT(ip_walk_cache);

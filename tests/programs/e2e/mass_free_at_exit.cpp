@@ -4,6 +4,9 @@
 //                                exit() after main returns (2 frees per entry: node + string)
 //   mass_free_at_exit thread N   a thread whose pthread key destructor frees a list of N nodes;
 //                                the main thread waits in pthread_join meanwhile
+//   mass_free_at_exit fork N     the global map is filled, then a fork child exit()s: the child
+//                                destroys its copy of the map (the library's helper threads do
+//                                not exist in a fork child)
 // Prints "filled N"; in thread mode also "record delta D" on stderr (live_blocks() after the
 // join minus before the thread: the list is gone, at most the thread's cached DTV stays).
 #include <pthread.h>
@@ -13,6 +16,8 @@
 #include <map>
 #include <string>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 extern "C" {
 #include "../interposer_test.h"
 }
@@ -53,6 +58,20 @@ int main(int argc, char **argv)
         for (long i = 0; i < n; i++)
             g_map[(int)i] = std::string(40, 'x');
         printf("filled %zu\n", g_map.size());
+        return 0;
+    }
+    if (strcmp(argv[1], "fork") == 0) {
+        for (long i = 0; i < n; i++)
+            g_map[(int)i] = std::string(40, 'x');
+        printf("filled %zu\n", g_map.size());
+        pid_t pid = fork();
+        if (pid < 0)
+            return 3;
+        if (pid == 0)
+            exit(0);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        printf("child status %#x\n", status);
         return 0;
     }
     pthread_key_create(&s_key, free_list);

@@ -1,0 +1,103 @@
+/*
+ * gc_window.c — keeps pthread cancellation out of malloc while the core may run a GC.
+ *
+ * The problem: a hook that enters or leaves managed code while the runtime collects waits for
+ * the GC in pthread_cond_wait, which is a cancellation point. A deferred pthread_cancel would then
+ * act inside malloc/free (never cancellation points in glibc): the block leaks, the program's
+ * cleanup handler frees a stale pointer, or the runtime's lock stays held and the process hangs.
+ * Disabling cancellation around every hook costs ~32 ns per pthread_setcancelstate pair, more
+ * than a whole recorded allocation, so it is done only while a GC is possible.
+ *
+ * GCs happen only when the core allocates managed memory, which it does outside hooks only in
+ * dumps and at exit. Around that work the core opens the window:
+ *   opener:  window = 1; membarrier(); wait until no published thread has guard == 1
+ *   hook:    guard = 1; (compiler barrier) if (window) { disable cancellation; guard = 2 }
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) makes every running thread execute a full memory
+ * barrier, so either the hook sees window == 1, or the opener sees guard == 1 and waits for that
+ * hook to leave. Without membarrier (old kernels) the opener falls back to a short sleep: then the
+ * guarantee is only probabilistic, and it says so once on stderr with verbosity.
+ *
+ * The opener waits at most IP_WINDOW_WAIT_NS for straggling hooks (a thread stopped in a
+ * debugger inside a hook must not hang a dump), then proceeds.
+ */
+#define _GNU_SOURCE
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "shim_internal.h"
+
+#define IP_MAX_PUBLISHED (1u << 16)            /* the core's thread registry capacity */
+#define IP_WINDOW_WAIT_NS (2000000000ull)     /* 2 s */
+
+int g_ip_gc_window;                            /* > 0 while the core may collect */
+static ip_thread *s_published[IP_MAX_PUBLISHED]; /* live host threads' TLS, by registry index */
+static int s_have_membarrier;
+static int s_scanning;                         /* an opener is reading s_published (see unpublish) */
+
+void ip_gc_window_init(void)
+{
+    s_have_membarrier =
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+void ip_threads_publish(ip_thread *t, uint32_t index)
+{
+    if (index < IP_MAX_PUBLISHED)
+        __atomic_store_n(&s_published[index], t, __ATOMIC_RELEASE);
+}
+
+/* An exiting thread leaves the list, then waits while an opener may still hold its pointer:
+   its TLS must stay mapped until nobody can read it (seq_cst on both sides: Dekker). */
+void ip_threads_unpublish(ip_thread *t)
+{
+    uint32_t index = t->thread_index;
+    if (index >= IP_MAX_PUBLISHED)
+        return;
+    __atomic_store_n(&s_published[index], NULL, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&s_scanning, __ATOMIC_SEQ_CST) != 0)
+        sched_yield();
+}
+
+void ip_hook_protect(ip_thread *t)
+{
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &t->cancel_saved);
+    t->guard = 2;
+}
+
+void ip_hook_unprotect(ip_thread *t)
+{
+    pthread_setcancelstate(t->cancel_saved, NULL);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void ip_gc_window(int32_t open)
+{
+    if (!open) {
+        __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    __atomic_add_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST);
+    if (!s_have_membarrier || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+        struct timespec pause = {0, 1000000}; /* 1 ms: lets in-flight hooks see the window */
+        nanosleep(&pause, NULL);
+    }
+    uint64_t deadline = now_ns() + IP_WINDOW_WAIT_NS;
+    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    for (uint32_t i = 1; i < IP_MAX_PUBLISHED; i++) {
+        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
+        if (t == NULL || t == &ip_tls)
+            continue;
+        while (__atomic_load_n(&t->guard, __ATOMIC_ACQUIRE) == 1 && now_ns() < deadline)
+            sched_yield();
+    }
+    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+}
