@@ -10,6 +10,8 @@ using System.Collections.Generic;
 using System.Globalization;
 using System.IO;
 
+using Interposer.Scanner.Scan;
+
 namespace Interposer.Scanner.Symbols;
 
 internal sealed class ModuleMap
@@ -42,10 +44,10 @@ internal sealed class ModuleMap
     /// <summary>Parses maps text; malformed lines are skipped.</summary>
     public static ModuleMap Parse(string mapsText)
     {
-        var lines = new List<MapsLine>();
+        var lines = new List<MapsRow>();
         foreach (var range in mapsText.AsSpan().Split('\n'))
         {
-            if (MapsLine.TryParse(mapsText.AsSpan()[range], out var line))
+            if (MapsRow.TryParse(mapsText.AsSpan()[range], out var line))
                 lines.Add(line);
         }
         // The kernel prints in address order; tests and odd sources may not.
@@ -92,48 +94,5 @@ internal sealed class ModuleMap
             }
         }
         return found >= 0 && _modules[found].Contains(address) ? _modules[found] : null;
-    }
-
-    // One row of /proc/<pid>/maps:
-    //   start-end perms offset dev inode [path]
-    //   7f2c1a200000-7f2c1a228000 r--p 00000000 08:01 1234  /usr/lib/x86_64-linux-gnu/libc.so.6
-    // The path is everything after the inode's trailing blanks, spaces included.
-    private readonly record struct MapsLine(ulong Start, ulong End, bool Executable, ulong Offset, string Path)
-    {
-        public static bool TryParse(ReadOnlySpan<char> text, out MapsLine line)
-        {
-            line = default;
-            text = text.TrimEnd('\r');
-
-            if (!TakeField(ref text, out var range) || !TakeField(ref text, out var perms) ||
-                !TakeField(ref text, out var offset) || !TakeField(ref text, out var dev) ||
-                !TakeField(ref text, out var inode))
-                return false;
-
-            int dash = range.IndexOf('-');
-            if (dash <= 0 || !TryHex(range[..dash], out ulong start) || !TryHex(range[(dash + 1)..], out ulong end) ||
-                start >= end)
-                return false;
-            if (perms.Length != 4 || !TryHex(offset, out ulong fileOffset) || dev.IndexOf(':') <= 0 ||
-                !ulong.TryParse(inode, NumberStyles.None, CultureInfo.InvariantCulture, out _))
-                return false;
-
-            string path = text.Trim(" \t").ToString();
-            line = new MapsLine(start, end, perms[2] == 'x', fileOffset, path);
-            return true;
-        }
-
-        // Splits off the next blank-separated field; false when none is left.
-        private static bool TakeField(ref ReadOnlySpan<char> text, out ReadOnlySpan<char> field)
-        {
-            text = text.TrimStart(" \t");
-            int blank = text.IndexOfAny(' ', '\t');
-            field = blank < 0 ? text : text[..blank];
-            text = blank < 0 ? ReadOnlySpan<char>.Empty : text[blank..];
-            return field.Length > 0;
-        }
-
-        private static bool TryHex(ReadOnlySpan<char> s, out ulong value) =>
-            ulong.TryParse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out value);
     }
 }
