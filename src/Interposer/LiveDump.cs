@@ -15,7 +15,8 @@ internal static unsafe class LiveDump
     {
         int pid = Interop.Libc.GetPid();
         IpRecord[] records = Recorder.Table.Snapshot();
-        Array.Sort(records, (a, b) => a.TimeNs.CompareTo(b.TimeNs));
+        // Oldest first; the coarse clock ties often, so the address breaks ties for a stable order.
+        Array.Sort(records, (a, b) => a.TimeNs != b.TimeNs ? a.TimeNs.CompareTo(b.TimeNs) : a.Address.CompareTo(b.Address));
         ulong now = Interop.Libc.MonotonicCoarseNs();
         var blocks = new List<BlockInfo>(records.Length);
         foreach (IpRecord r in records)

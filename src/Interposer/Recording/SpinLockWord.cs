@@ -32,8 +32,6 @@ internal static class SpinLockWord
         }
     }
 
-    public static bool TryEnter(ref int word) => Interlocked.CompareExchange(ref word, 1, 0) == 0;
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Exit(ref int word) => Volatile.Write(ref word, 0);
 }

@@ -67,19 +67,32 @@ internal static unsafe class FastUnwinder
         ResolveRule((ulong)(delegate*<void>)&Initialize);   // any PC binds; this one has CFI
     }
 
+    // The checks every walk starts with. Writes frames[0] = pc. False when the walk is already
+    // over, with its frame count in `early`. lastWord: a word at address a is readable iff
+    // (a - stackLo) <= lastWord (one unsigned compare, which also rejects a < stackLo by
+    // wrap-around) and a is 8-byte aligned.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool Begin(ulong pc, ulong stackLo, ulong stackHi, ulong* frames, int maxFrames,
+                               out int early, out ulong lastWord)
+    {
+        lastWord = 0;
+        early = 0;
+        if (pc == 0 || frames == null || maxFrames <= 0)
+            return false;
+        frames[0] = pc;
+        early = 1;
+        if (stackHi <= stackLo || stackHi - stackLo < 8)
+            return false;
+        lastWord = stackHi - stackLo - 8;
+        return true;
+    }
+
     // Walks the stack; see the file header. Returns the number of return addresses written to
     // frames (frames[0] = pc), 0 only when pc == 0, frames == null or maxFrames <= 0.
     public static int Unwind(ulong pc, ulong sp, ulong bp, ulong stackLo, ulong stackHi, ulong* frames, int maxFrames)
     {
-        if (pc == 0 || frames == null || maxFrames <= 0)
-            return 0;
-        frames[0] = pc;
-        if (stackHi <= stackLo || stackHi - stackLo < 8)
-            return 1;
-
-        // A word at address a is readable iff (a - stackLo) <= lastWord (one unsigned compare,
-        // which also rejects a < stackLo by wrap-around) and a is 8-byte aligned.
-        ulong lastWord = stackHi - stackLo - 8;
+        if (!Begin(pc, stackLo, stackHi, frames, maxFrames, out int early, out ulong lastWord))
+            return early;
         ulong* table = RuleCache.GetTable();
         var walk = new WalkState { Pc = pc, Sp = sp, Bp = bp, Count = 1 };
         while (walk.Count < maxFrames)

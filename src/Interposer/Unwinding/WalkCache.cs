@@ -19,9 +19,10 @@
 // rbp only matters if a later step consumes it (a CFA computed from rbp) before a step reloads it
 // from a saved slot; BpNeeded checks exactly that, so unequal rbp is accepted when it is dead.
 //
-// SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored and are checked
-// against the bounds again before each load. The cache belongs to one thread; a hook never runs
-// nested on its thread (the guard), so no walk interrupts another on the same cache.
+// SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored, and the cache
+// lives in that thread's TLS (zeroed for every new thread), so the stack they point into is still
+// mapped and they are reloaded without a new bounds check. A hook never runs nested on its thread
+// (the guard), so no walk interrupts another on the same cache.
 using System;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -56,12 +57,8 @@ internal static unsafe class FastUnwinderCached
         sameAsLast = false;
         if (c == null || maxFrames > IpWalkCache.Levels)
             return FastUnwinder.Unwind(pc, sp, bp, stackLo, stackHi, frames, maxFrames);
-        if (pc == 0 || frames == null || maxFrames <= 0)
-            return 0;
-        frames[0] = pc;
-        if (stackHi <= stackLo || stackHi - stackLo < 8)
-            return 1;
-        ulong lastWord = stackHi - stackLo - 8;
+        if (!FastUnwinder.Begin(pc, stackLo, stackHi, frames, maxFrames, out int early, out ulong lastWord))
+            return early;
         ulong* table = RuleCache.GetTable();
 
         // The levels walked before a match (usually one or two), kept aside until the end: the
@@ -84,7 +81,7 @@ internal static unsafe class FastUnwinderCached
                 j++;
             if (j < prevCount && c->Sp[j] == curSp && c->Pc[j] == curPc &&
                 (c->Bp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
-                SuffixStillValid(c, j, prevCount, stackLo, lastWord))
+                SuffixStillValid(c, j, prevCount))
                 return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord, out sameAsLast);
             if (level + 1 >= maxFrames)
                 break;
@@ -230,7 +227,7 @@ internal static unsafe class FastUnwinderCached
     // loads are independent: accumulate differences and branch once (perf: the per-level
     // branches were 40% of this function).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool SuffixStillValid(IpWalkCache* c, int j, int prevCount, ulong stackLo, ulong lastWord)
+    private static bool SuffixStillValid(IpWalkCache* c, int j, int prevCount)
     {
         ulong diff = 0;
         ulong* ra = c->RaSlot + j;
