@@ -328,8 +328,8 @@ public unsafe class AbiLayoutTests
     {
         if (s_layout != null)
             return s_layout;
-        string exe = NativeProgram.Build("abi/abi_layout.c");
-        RunResult r = NativeProgram.Run(exe, "", preload: false, timeoutSeconds: 60);
+        string exe = Programs.Build("abi/abi_layout.c");
+        RunResult r = Programs.Run(exe, "", preload: false, timeoutSeconds: 60);
         Assert.That(r.ExitCode, Is.Zero, r.ToString());
 
         var layout = new Layout();

@@ -66,12 +66,12 @@ public class StopTheWorldTests
     private const int BasicTimeoutMs = 300;
 
     private static string Probe =>
-        NativeProgram.Build("stw/stw_probe.c",
-            "-O2 -Wextra -Werror " + NativeProgram.Quote(Path.Combine(Artifacts.ShimDir, "stw.c")));
+        Programs.Build("stw/stw_probe.c",
+            "-O2 -Wextra -Werror " + Path.Combine(Artifacts.ShimDir, "stw.c"));
 
     private static ProbeOutput RunProbe(string args, int timeoutSeconds = 120)
     {
-        RunResult r = NativeProgram.Run(Probe, args, preload: false, timeoutSeconds: timeoutSeconds);
+        RunResult r = Programs.Run(Probe, args, preload: false, timeoutSeconds: timeoutSeconds);
         TestContext.Out.WriteLine($"stw_probe {args}:\n{r.Stdout}");
         Assert.That(r.TimedOut, Is.False, "the probe hung:\n" + r);
         Assert.That(r.ExitCode, Is.EqualTo(0), r.ToString());

@@ -36,16 +36,16 @@ public class WalkCacheEndToEndTests
     [TestCase("fast:max_frames=3")]
     public void ReusedWalks_MatchFreshWalks(string options)
     {
-        string program = NativeProgram.Build("walkcache/same_depth.c");
+        string program = Programs.Build("walkcache/same_depth.c");
         string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(dir);
         try
         {
             string maxFrames = options.Contains("max_frames") ? ":max_frames=3" : "";
             var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
-            RunResult fast = NativeProgram.Run(program, "", preload: true, options: "unwinder=" + options, env: env);
+            RunResult fast = Programs.Run(program, "", preload: true, options: "unwinder=" + options, env: env);
             env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
-            RunResult reference = NativeProgram.Run(program, "", preload: true, options: "unwinder=libunwind" + maxFrames, env: env);
+            RunResult reference = Programs.Run(program, "", preload: true, options: "unwinder=libunwind" + maxFrames, env: env);
             Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
             Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
 

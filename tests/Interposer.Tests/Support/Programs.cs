@@ -1,7 +1,5 @@
-// Programs.cs — compile and run native programs for the end-to-end tests, passing every argument
+// Programs.cs — the one way tests compile and run native programs, passing every argument
 // through ProcessStartInfo.ArgumentList.
-//
-// Why not Support/NativeProgram:
 //
 // SIGPIPE. The test host is a .NET process, and the .NET runtime sets SIGPIPE to SIG_IGN, which
 // every child inherits across exec. A program started from a terminal has SIG_DFL. So every
@@ -10,11 +8,8 @@
 // env itself runs without the library (it would print the library's option messages a second
 // time); it puts LD_PRELOAD and INTERPOSER_OPTIONS into the program's environment.
 //
-// Arguments go through ProcessStartInfo.ArgumentList. (NativeProgram used POSIX single quotes in
-// ProcessStartInfo.Arguments, which .NET splits with the Windows rules, until commit 9fe9c3b; a
-// command-line string here is split with POSIX shell rules, see SplitWords.)
-//
-// Same results (RunResult) otherwise.
+// Arguments go through ProcessStartInfo.ArgumentList; a command-line string is split with POSIX
+// shell rules (SplitWords).
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
@@ -23,10 +18,9 @@ using System.IO;
 using System.Linq;
 using System.Text;
 using System.Threading.Tasks;
-using Interposer.Tests.Support;
 using NUnit.Framework;
 
-namespace Interposer.Tests.EndToEnd;
+namespace Interposer.Tests.Support;
 
 internal static class Programs
 {
