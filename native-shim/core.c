@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -69,8 +70,54 @@ static const ip_shim_api s_api = {
     .unw_backtrace = NULL, /* filled at start-up (static const data cannot hold the dlsym) */
     .deferred_dropped = &g_ip_deferred_dropped,
     .gc_window = ip_gc_window,
+    .stw_stop = ip_stw_stop,
+    .stw_resume = ip_stw_resume,
+    .program_regions = ip_regions_copy,
+    .static_tls_size = 0, /* filled at start-up */
+    .pthread_size = 0,
+    .regions_dropped = &g_ip_regions_dropped,
 };
 static ip_shim_api s_api_live;
+
+/* Where glibc keeps a thread's static TLS: [tcb - static size, tcb + sizeof(struct pthread)).
+   Both come from GLIBC_PRIVATE symbols that libthread_db and LeakSanitizer rely on too. */
+static void tls_layout(uint64_t *static_size, uint64_t *pthread_size)
+{
+    void (*info)(size_t *, size_t *) = (void (*)(size_t *, size_t *))dlsym(RTLD_DEFAULT, "_dl_get_tls_static_info");
+    if (info != NULL) {
+        size_t size = 0, align = 0;
+        info(&size, &align);
+        *static_size = size;
+    }
+    const uint32_t *sizeof_pthread = (const uint32_t *)dlsym(RTLD_DEFAULT, "_thread_db_sizeof_pthread");
+    if (sizeof_pthread != NULL)
+        *pthread_size = *sizeof_pthread;
+}
+
+/* Our modules' static TLS blocks, as offsets from the thread pointer (the same in every thread). */
+static ip_tls_range s_tls_exclude[4];
+static uint64_t s_tls_exclude_count;
+
+static int find_own_tls(struct dl_phdr_info *info, size_t size, void *unused)
+{
+    (void)size;
+    (void)unused;
+    const char *name = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+    name = name ? name + 1 : info->dlpi_name;
+    if (name == NULL || (strcmp(name, "libinterposer.so") != 0 && strcmp(name, "libinterposer_core.so") != 0) ||
+        info->dlpi_tls_data == NULL || s_tls_exclude_count >= 4)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        if (info->dlpi_phdr[i].p_type != PT_TLS)
+            continue;
+        uint64_t tp;
+        __asm__("mov %%fs:0, %0" : "=r"(tp));
+        ip_tls_range *r = &s_tls_exclude[s_tls_exclude_count++];
+        r->offset = (int64_t)((uint64_t)info->dlpi_tls_data - tp);
+        r->size = (info->dlpi_phdr[i].p_memsz + 7) & ~(uint64_t)7;
+    }
+    return 0;
+}
 
 static int load_core(void)
 {
@@ -101,6 +148,7 @@ static int load_core(void)
     IP_BIND(on_fork, "interposer_on_fork")
     IP_BIND(on_exit, "interposer_on_exit")
     IP_BIND(on_drain, "interposer_on_drain")
+    IP_BIND(on_scan, "interposer_on_scan")
     IP_BIND(live_blocks, "interposer_core_live_blocks")
     IP_BIND(dump, "interposer_core_dump")
 #undef IP_BIND
@@ -111,6 +159,10 @@ static int load_core(void)
     s_api_live = s_api;
     s_api_live.unw_backtrace = s_unw_backtrace;
     s_api_live.deferred_enqueued = ip_deferred_enqueued_counter();
+    tls_layout(&s_api_live.static_tls_size, &s_api_live.pthread_size);
+    dl_iterate_phdr(find_own_tls, NULL); /* after the core's dlopen: its TLS exists now */
+    s_api_live.tls_exclude = s_tls_exclude;
+    s_api_live.tls_exclude_count = s_tls_exclude_count;
     if (init(&s_api_live, &g_ip_core.config) != 0)
         return -1; /* the core said why */
     return 0;
@@ -210,6 +262,19 @@ static void fork_child(void)
     ip_tls.guard = 0;
 }
 
+static void fork_child_scanner(void)
+{
+    ip_stw_after_fork_child();
+    ip_scan_after_fork_child();
+}
+
+/* The stop-the-world park check (stw.h): only outside the core and outside a half-done update. */
+int ip_may_park(void)
+{
+    const ip_thread *t = &ip_tls;
+    return t->guard == 0 && t->busy == 0;
+}
+
 /* ---- exit: at-exit work runs on an internal thread, because by the time atexit handlers run
    the main thread has been detached from the runtime (see threads.c). ---------------------- */
 
@@ -248,6 +313,7 @@ __attribute__((constructor)) static void ip_init(void)
     int have_sigpipe = sigaction(SIGPIPE, NULL, &host_sigpipe) == 0;
     ip_threads_init();
     ip_gc_window_init();
+    ip_regions_resolve();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     ip_tls.guard = 1;
     load_libunwind();
@@ -261,8 +327,17 @@ __attribute__((constructor)) static void ip_init(void)
     }
     atexit(at_exit);
     start_drainer();
+    if (ip_stw_init(0) != 0) {
+        ip_message("cannot install the stop-the-world signal; leak scans are off", "");
+    } else {
+        ip_stw_set_park_check(ip_may_park);
+        pthread_atfork(NULL, NULL, fork_child_scanner);
+        __atomic_store_n(&g_ip_track_regions, g_ip_core.config.track_regions, __ATOMIC_RELEASE);
+    }
     __atomic_store_n(&g_ip_mode, IP_MODE_ACTIVE, __ATOMIC_RELEASE);
     ip_thread_register(); /* the main thread; the core replays early events on its first insert */
+    if (ip_stw_signal() != 0)
+        ip_scan_init(g_ip_core.config.scan_signal, g_ip_core.config.scan_interval_s);
 }
 
 /* ---- queries for programs and tests ----------------------------------------------------- */

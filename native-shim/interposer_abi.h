@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 1
+#define IP_ABI_VERSION 2
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -50,7 +50,56 @@ enum ip_deferred_reason {
 /* Block flags kept in ip_record.flags (kmemleak's object flags). */
 enum ip_record_flags {
     IP_REC_DEFERRED = 1,  /* recorded through the deferred log (shallow backtrace) */
+    IP_REC_REPORTED = 2,  /* kmemleak's OBJECT_REPORTED: listed by a periodic scan already */
 };
+
+/* Why a scan runs (interposer_on_scan). */
+enum ip_scan_reason {
+    IP_SCAN_SIGNAL = 1,   /* scan_signal (SIGUSR2) or an explicit request: list every leak */
+    IP_SCAN_PERIODIC = 2, /* scan_interval_s: log only blocks not reported before */
+    IP_SCAN_EXIT = 3,     /* report_at_exit */
+};
+
+/* ip_stopped_thread.state */
+enum ip_stw_state {
+    IP_STW_STOPPED = 0,   /* parked in the stop handler; regs/sp/tcb captured */
+    IP_STW_RUNNING = 1,   /* could not be stopped in time (signal blocked, uninterruptible, traced) */
+    IP_STW_EXITED = 2,    /* exited after it was listed */
+};
+
+/* Indices into ip_stopped_thread.regs (from the ucontext's gregs). */
+enum ip_stw_reg {
+    IP_STW_RAX = 0, IP_STW_RBX, IP_STW_RCX, IP_STW_RDX, IP_STW_RSI, IP_STW_RDI, IP_STW_RBP,
+    IP_STW_R8, IP_STW_R9, IP_STW_R10, IP_STW_R11, IP_STW_R12, IP_STW_R13, IP_STW_R14, IP_STW_R15,
+    IP_STW_RIP, IP_STW_RSP,
+    IP_STW_NREGS = 17     /* regs[17] is reserved and always 0 */
+};
+
+/* One thread of a stop-the-world (native-shim/stw.h). */
+typedef struct ip_stopped_thread {
+    int32_t tid;
+    int32_t state;          /* enum ip_stw_state */
+    uint64_t sp;            /* saved rsp (0 if state != 0). Scan the stack from sp - 128: the
+                               x86-64 red zone below rsp may hold a leaf function's locals (the
+                               kernel put the signal frame below it, so [sp-128, sp) is intact) */
+    uint64_t regs[18];      /* enum ip_stw_reg order; all 0 if state != 0 */
+    uint64_t tcb;           /* the thread's TCB (fs base = pthread_self()); 0 if state != 0 */
+    uint64_t reserved;
+} ip_stopped_thread;
+
+/* Part of every thread's static TLS that belongs to Interposer (the shim's ip_tls with its walk
+   cache, the core's thread statics): at tcb + offset, size bytes. Never scanned: it holds stale
+   register values of the host's frames. */
+typedef struct ip_tls_range {
+    int64_t offset;
+    uint64_t size;
+} ip_tls_range;
+
+/* A writable anonymous region the program mapped itself (mmap/mremap from a host thread). */
+typedef struct ip_region {
+    uint64_t start;
+    uint64_t end;
+} ip_region;
 
 /*
  * A thread's previous stack walk, kept in the shim's TLS and owned by the core's unwinder, which
@@ -146,7 +195,23 @@ typedef struct ip_shim_api {
        on disable pthread cancellation, because a hook that waits for the GC waits in
        pthread_cond_wait, a cancellation point that malloc must never be. open = 0: close it. */
     void (*gc_window)(int32_t open);
-    uint64_t reserved[2];
+    /* Stop every thread except the caller and the internal ones (stw.h: ip_stw_stop). Returns the
+       number of entries written to out, or -1 (errno). Must be followed by stw_resume. */
+    int32_t (*stw_stop)(ip_stopped_thread *out, int32_t max, int32_t timeout_ms);
+    void (*stw_resume)(void);
+    /* Copies up to max of the program's own mmap regions into out; returns how many there are
+       in all (may exceed max). Safe while the world is stopped (no host thread holds its lock). */
+    int32_t (*program_regions)(ip_region *out, int32_t max);
+    /* glibc's static TLS size (_dl_get_tls_static_info; it counts the TCB) and sizeof(struct
+       pthread) (_thread_db_sizeof_pthread); 0 when unknown. A thread's static TLS blocks and TCB
+       are [tcb - (static_tls_size - pthread_size), tcb + pthread_size). */
+    uint64_t static_tls_size;
+    uint64_t pthread_size;
+    /* Counters: program regions that did not fit in the shim's table (not scanned). */
+    const uint64_t *regions_dropped;
+    /* Interposer's own static TLS, per thread (see ip_tls_range). */
+    const ip_tls_range *tls_exclude;
+    uint64_t tls_exclude_count;
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */
@@ -155,6 +220,10 @@ typedef struct ip_core_config {
     int32_t max_frames;     /* backtrace depth */
     int32_t verbosity;
     int32_t exit_work;      /* 1: call interposer_on_exit at process exit (something to write) */
+    int32_t scan_signal;    /* signal whose handler asks for a scan (0 = none) */
+    int32_t scan_interval_s; /* periodic scans every N seconds (0 = off) */
+    int32_t track_regions;  /* 1: keep the program's mmap regions (use_mmap_regions) */
+    int32_t reserved;
 } ip_core_config;
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */
@@ -164,13 +233,17 @@ int32_t interposer_on_alloc(const ip_alloc_event *event);
 int32_t interposer_on_free(uint64_t address, ip_record *stash);
 /* Puts a stashed record back (a realloc that failed). */
 int32_t interposer_on_restore(const ip_record *record);
-/* A thread's first event: its tid and name (comm), for the thread registry. Returns the thread's
+/* A thread's first event: its tid, name (comm), stack bounds and TCB, for the thread registry. Returns the thread's
    registry index (>= 0), or a negative value when the core refuses the thread. */
-int32_t interposer_on_thread_start(int32_t tid, const char *name);
+int32_t interposer_on_thread_start(int32_t tid, const char *name, uint64_t stack_lo,
+                                   uint64_t stack_hi, uint64_t tcb);
 /* fork: phase 0 = prepare (take every metadata lock), 1 = parent, 2 = child (release them). */
 int32_t interposer_on_fork(int32_t phase);
 /* Process exit, called on an internal thread: flush the deferred log and write at-exit output. */
 int32_t interposer_on_exit(void);
+/* Run one leak scan now (called on the scanner thread, or the exit worker with IP_SCAN_EXIT);
+   writes the report file. 0 = ok. */
+int32_t interposer_on_scan(int32_t reason);
 /* Replay the deferred log now (called by the shim's drainer thread when the log fills up while
    no host thread enters the core, e.g. exiting threads freeing a long list). */
 int32_t interposer_on_drain(void);
@@ -183,5 +256,7 @@ int32_t interposer_core_dump(const char *path);
 int64_t interposer_live_blocks(void);
 /* Writes every live block with its symbolized backtrace to `path` ("-" = stderr). */
 int32_t interposer_dump(const char *path);
+/* Runs a leak scan now, as the scan signal does, and waits for its report. 0 = ok. */
+int32_t interposer_scan(void);
 
 #endif /* INTERPOSER_ABI_H */

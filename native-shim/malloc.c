@@ -158,6 +158,11 @@ resize(void *p, size_t n, uint16_t kind, uint64_t fp, void *(*real)(void *, size
         record_alloc(q, n, kind, fp);
         return q;
     }
+    /* busy: between the remove and the re-insert the block is in no record, so a scan would
+       neither read it nor see it; the stop-the-world waits for this window to close. */
+    ip_thread *t = &ip_tls;
+    int was_busy = t->busy;
+    t->busy = 1;
     ip_record stash;
     int stashed = record_free(p, &stash);
     void *q = real(p, a, b);
@@ -170,6 +175,9 @@ resize(void *p, size_t n, uint16_t kind, uint64_t fp, void *(*real)(void *, size
         else
             record_alloc(p, malloc_usable_size(p), kind, fp);
     }
+    t->busy = was_busy;
+    if (!was_busy)
+        ip_stw_poll();
     return q;
 }
 

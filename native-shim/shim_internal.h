@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "interposer_abi.h"
+#include "stw.h"
 
 #define IP_EXPORT __attribute__((visibility("default")))
 #define IP_HIDDEN __attribute__((visibility("hidden")))
@@ -36,6 +37,9 @@ typedef struct ip_thread {
     int tid;            /* cached gettid() */
     uint32_t thread_index; /* the core's registry index, once registered */
     int cancel_saved;   /* cancellation state saved by ip_hook_protect */
+    int busy;           /* a record or region update is half done (realloc between its remove
+                           and re-insert; the region table locked): the stop-the-world must not
+                           park this thread now (see ip_may_park) */
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
     ip_walk_cache walk_cache; /* the core's reuse of this thread's previous backtrace */
@@ -74,12 +78,17 @@ static inline __attribute__((always_inline)) void ip_hook_enter(ip_thread *t)
         ip_hook_protect(t);
 }
 
+/* Leaving the core: a stop that was vetoed while we were inside (ip_may_park) parks us here
+   (one relaxed load when no stop is in progress). */
 static inline __attribute__((always_inline)) void ip_hook_leave(ip_thread *t)
 {
     __asm__ volatile("" ::: "memory");
     if (__builtin_expect(t->guard == 2, 0))
         ip_hook_unprotect(t);
     t->guard = 0;
+    __asm__ volatile("" ::: "memory");
+    if (!t->busy)
+        ip_stw_poll();
 }
 
 /* deferred_log.c */
@@ -99,10 +108,11 @@ typedef struct ip_core {
     int32_t (*on_alloc)(const ip_alloc_event *);
     int32_t (*on_free)(uint64_t, ip_record *);
     int32_t (*on_restore)(const ip_record *);
-    int32_t (*on_thread_start)(int32_t, const char *);
+    int32_t (*on_thread_start)(int32_t, const char *, uint64_t, uint64_t, uint64_t);
     int32_t (*on_fork)(int32_t);
     int32_t (*on_exit)(void);
     int32_t (*on_drain)(void);
+    int32_t (*on_scan)(int32_t);
     int64_t (*live_blocks)(void);
     int32_t (*dump)(const char *);
     ip_core_config config;
@@ -113,5 +123,22 @@ IP_HIDDEN void ip_disable(const char *reason);
    nested context, so a fork child may start its drainer here. */
 IP_HIDDEN int ip_drain_request(int may_spawn);
 IP_HIDDEN void ip_message(const char *a, const char *b);
+/* The stop-the-world park check: a thread may be parked only outside the core (a thread parked
+   in managed code would deadlock a GC) and with no half-done update (busy). */
+IP_HIDDEN int ip_may_park(void);
+
+/* scan.c: the scan trigger and the scanner thread */
+IP_HIDDEN void ip_scan_init(int signo, int interval_s);
+IP_HIDDEN void ip_scan_after_fork_child(void);
+/* Blocks every asynchronous signal on the calling (internal) thread, so none of the host's
+   signals (SIGUSR2 it blocks to sigwait() for, SIGINT, ...) is ever delivered to one of ours.
+   Faults and SIGRTMIN (the runtime's GC signal) stay open. */
+IP_HIDDEN void ip_block_async_signals(void);
+
+/* regions.c: the program's own mmap regions */
+extern int g_ip_track_regions;
+extern uint64_t g_ip_regions_dropped;
+IP_HIDDEN void ip_regions_resolve(void);
+IP_HIDDEN int32_t ip_regions_copy(ip_region *out, int32_t max);
 
 #endif

@@ -60,6 +60,7 @@ typedef struct stw_slot {
     int32_t tid;        /* written before word becomes PENDING, constant while it is */
     int32_t reserved;
     uint64_t regs[IP_STW_NREGS];
+    uint64_t tcb;       /* the thread's fs base (TCB), read by its handler */
 } stw_slot;
 
 #define HASH_SIZE (2 * IP_STW_MAX_THREADS) /* power of two, load factor <= 1/2 */
@@ -189,6 +190,9 @@ static void stw_handler(int sig, siginfo_t *info, void *ucv)
     s->regs[IP_STW_R15] = (uint64_t)gr[REG_R15];
     s->regs[IP_STW_RIP] = (uint64_t)gr[REG_RIP];
     s->regs[IP_STW_RSP] = (uint64_t)gr[REG_RSP];
+    uint64_t tcb;
+    __asm__("mov %%fs:0, %0" : "=r"(tcb)); /* tcbhead_t.tcb: the TCB's own address (x86-64 TLS ABI) */
+    s->tcb = tcb;
     /* Count before publishing ARRIVED: a stopper that saw CLAIMED and waits for ARRIVED then
        knows the count includes us (so no late increment can leak into the next stop). */
     __atomic_fetch_add(&s_arrived, 1, __ATOMIC_ACQ_REL);
@@ -728,6 +732,7 @@ int ip_stw_stop(ip_stopped_thread *out, int max, int timeout_ms)
             o->state = IP_STW_STOPPED;
             memcpy(o->regs, s->regs, sizeof s->regs);
             o->sp = s->regs[IP_STW_RSP];
+            o->tcb = s->tcb;
         } else if (w == W(c.g, PH_EXITED)) {
             o->state = IP_STW_EXITED;
         } else {

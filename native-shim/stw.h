@@ -52,35 +52,13 @@
 #define INTERPOSER_STW_H
 
 #include <stdint.h>
+#include "interposer_abi.h"
 
 #ifndef IP_HIDDEN
 #define IP_HIDDEN __attribute__((visibility("hidden")))
 #endif
 
-/* ip_stopped_thread.state */
-enum ip_stw_state {
-    IP_STW_STOPPED = 0,   /* parked in the handler; regs/sp captured */
-    IP_STW_RUNNING = 1,   /* could not be stopped in time (signal blocked, uninterruptible, traced) */
-    IP_STW_EXITED = 2,    /* exited after it was listed */
-};
-
-/* Indices into ip_stopped_thread.regs (from the ucontext's gregs). */
-enum ip_stw_reg {
-    IP_STW_RAX = 0, IP_STW_RBX, IP_STW_RCX, IP_STW_RDX, IP_STW_RSI, IP_STW_RDI, IP_STW_RBP,
-    IP_STW_R8, IP_STW_R9, IP_STW_R10, IP_STW_R11, IP_STW_R12, IP_STW_R13, IP_STW_R14, IP_STW_R15,
-    IP_STW_RIP, IP_STW_RSP,
-    IP_STW_NREGS = 17     /* regs[17] is reserved and always 0 */
-};
-
-typedef struct ip_stopped_thread {
-    int32_t tid;
-    int32_t state;          /* enum ip_stw_state */
-    uint64_t sp;            /* saved rsp (0 if state != 0). Scan the stack from sp - 128: the
-                               x86-64 red zone below rsp may hold a leaf function's locals (the
-                               kernel put the signal frame below it, so [sp-128, sp) is intact) */
-    uint64_t regs[18];      /* enum ip_stw_reg order; all 0 if state != 0 */
-    uint64_t stack_lo, stack_hi; /* always 0 here: the caller looks sp up in /proc/self/maps */
-} ip_stopped_thread;
+/* ip_stopped_thread and its enums are in interposer_abi.h (the core reads them). */
 
 #define IP_STW_MAX_THREADS 8192   /* threads one stop can hold */
 #define IP_STW_MAX_INTERNAL 1024  /* internal (never stopped) threads */

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "shim_internal.h"
+#include "stw.h"
 
 __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));
 
@@ -73,7 +74,9 @@ void ip_thread_register(void)
     pthread_setspecific(s_exit_key, (void *)1);
     if (__atomic_load_n(&g_ip_gc_window, __ATOMIC_RELAXED) != 0)
         ip_hook_protect(t); /* attaching to the runtime may wait for a GC */
-    int32_t index = g_ip_core.on_thread_start(t->tid, name);
+    uint64_t tcb;
+    __asm__("mov %%fs:0, %0" : "=r"(tcb));
+    int32_t index = g_ip_core.on_thread_start(t->tid, name, t->stack_lo, t->stack_hi, tcb);
     if (index >= 0) {
         t->thread_index = (uint32_t)index;
         ip_threads_publish(t, (uint32_t)index);
@@ -98,7 +101,11 @@ static void *internal_start(void *p)
     ip_start s = *(ip_start *)p;
     __libc_free(p);
     ip_tls.state = IP_T_INTERNAL;
-    return s.fn(s.arg);
+    ip_block_async_signals(); /* the host's signals are never delivered to our threads */
+    ip_stw_mark_internal();   /* never stopped, never scanned: the runtime's and our threads */
+    void *rv = s.fn(s.arg);
+    ip_stw_unmark_internal(); /* a later thread may reuse the tid */
+    return rv;
 }
 
 IP_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,

@@ -7,6 +7,7 @@ using System.Runtime.InteropServices;
 using Interposer.Native;
 using Interposer.Options;
 using Interposer.Recording;
+using Interposer.Scanning;
 
 namespace Interposer;
 
@@ -37,7 +38,11 @@ internal static unsafe class Exports
             config->Enabled = 1;
             config->MaxFrames = s_settings.MaxFrames;
             config->Verbosity = s_settings.Verbosity;
-            config->ExitWork = s_settings.DumpAtExit.Length > 0 || s_settings.Verbosity >= 2 ? 1 : 0;
+            config->ExitWork = s_settings.DumpAtExit.Length > 0 || s_settings.Verbosity >= 2 || s_settings.ReportAtExit ? 1 : 0;
+            config->ScanSignal = s_settings.ScanSignal;
+            config->ScanIntervalS = s_settings.ScanIntervalS;
+            config->TrackRegions = s_settings.UseMmapRegions ? 1 : 0;
+            LeakScanner.Configure(s_settings);
             if (s_settings.Verbosity >= 1)
                 Diagnostics.Message($"tracking pid {Interop.Libc.GetPid()}, unwinder={s_settings.Unwinder}, max_frames={s_settings.MaxFrames}");
             return 0;
@@ -71,9 +76,9 @@ internal static unsafe class Exports
     }
 
     [UnmanagedCallersOnly(EntryPoint = "interposer_on_thread_start")]
-    private static int OnThreadStart(int tid, byte* name)
+    private static int OnThreadStart(int tid, byte* name, ulong stackLo, ulong stackHi, ulong tcb)
     {
-        try { return Recorder.OnThreadStart(tid, name); }
+        try { return Recorder.OnThreadStart(tid, name, stackLo, stackHi, tcb); }
         catch (Exception e) { return Fail(e); }
     }
 
@@ -97,6 +102,8 @@ internal static unsafe class Exports
             Recorder.Replay();
             using (new GcWindow())
             {
+                if (s_settings.ReportAtExit)
+                    LeakScanner.Run(ScanReason.Exit);
                 if (s_settings.DumpAtExit.Length > 0)
                     LiveDump.Write(s_settings.DumpAtExit);
                 if (s_settings.Verbosity >= 2)
@@ -105,6 +112,22 @@ internal static unsafe class Exports
             return 0;
         }
         catch (Exception e) { return Fail(e); }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_scan")]
+    private static int OnScan(int reason)
+    {
+        try
+        {
+            using var window = new GcWindow();
+            return LeakScanner.Run((ScanReason)reason);
+        }
+        catch (Exception e)
+        {
+            // A failed scan must not stop tracking: say why; the next scan tries again.
+            try { Diagnostics.Message("scan failed: " + e.GetType().Name + ": " + e.Message); } catch { }
+            return -1;
+        }
     }
 
     [UnmanagedCallersOnly(EntryPoint = "interposer_on_drain")]

@@ -27,7 +27,7 @@ internal static unsafe class LiveDump
         }
         var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps());
         string text = LiveBlockReport.Render(blocks, pid, symbolizer, Statistics());
-        string? error = ReportFile.WriteAtomically(ReportFile.ExpandPath(pathTemplate, pid), text, WriteStderr);
+        string? error = ReportFile.WriteAtomically(ReportFile.ExpandPath(pathTemplate, pid), text, Diagnostics.RawBytes);
         if (error != null)
         {
             Diagnostics.Message(error);
@@ -40,18 +40,4 @@ internal static unsafe class LiveDump
         $"stacks: {Recorder.Depot.Count}, threads: {Recorder.Threads.Count - 1}, " +
         $"deferred events replayed: {Recorder.ReplayedEvents}, deferred events lost: {Recorder.DeferredDropped}, " +
         $"stale records replaced: {Recorder.ReplacedRecords}, table bytes: {Recorder.Table.SlotBytes}";
-
-    private static void WriteStderr(byte[] bytes)
-    {
-        fixed (byte* p = bytes)
-        {
-            nuint done = 0;
-            while (done < (nuint)bytes.Length)
-            {
-                nint n = Interop.Libc.Write(2, p + done, (nuint)bytes.Length - done);
-                if (n <= 0) return;
-                done += (nuint)n;
-            }
-        }
-    }
 }

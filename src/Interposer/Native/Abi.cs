@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 1;
+    public const uint AbiVersion = 2;
     public const int DeferredFrames = 8;
     public const int WalkLevels = Unwinding.IpWalkCache.Levels;
 }
@@ -40,6 +40,52 @@ internal enum RecordFlags : ushort
 {
     None = 0,
     Deferred = 1,
+    Reported = 2,
+}
+
+internal enum ScanReason
+{
+    Signal = 1,
+    Periodic = 2,
+    Exit = 3,
+}
+
+internal enum StwState
+{
+    Stopped = 0,
+    Running = 1,
+    Exited = 2,
+}
+
+internal enum StwReg
+{
+    Rax = 0, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15, Rip, Rsp,
+    NRegs = 17,
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpStoppedThread
+{
+    public int Tid;
+    public int State;
+    public ulong Sp;
+    public fixed ulong Regs[18];
+    public ulong Tcb;
+    public ulong Reserved;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct IpTlsRange
+{
+    public long Offset;
+    public ulong Size;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct IpRegion
+{
+    public ulong Start;
+    public ulong End;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -102,7 +148,14 @@ internal unsafe struct IpShimApi
     public delegate* unmanaged<void**, int, int> UnwBacktrace;
     public ulong* DeferredDropped;
     public delegate* unmanaged<int, void> GcWindow;
-    public fixed ulong Reserved[2];
+    public delegate* unmanaged<IpStoppedThread*, int, int, int> StwStop;
+    public delegate* unmanaged<void> StwResume;
+    public delegate* unmanaged<IpRegion*, int, int> ProgramRegions;
+    public ulong StaticTlsSize;
+    public ulong PthreadSize;
+    public ulong* RegionsDropped;
+    public IpTlsRange* TlsExclude;
+    public ulong TlsExcludeCount;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -112,4 +165,8 @@ internal struct IpCoreConfig
     public int MaxFrames;
     public int Verbosity;
     public int ExitWork;
+    public int ScanSignal;
+    public int ScanIntervalS;
+    public int TrackRegions;
+    public int Reserved;
 }

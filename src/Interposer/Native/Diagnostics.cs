@@ -9,7 +9,12 @@ internal static unsafe class Diagnostics
     public static void Message(string text)
     {
         // Allocates: only for start-up, option errors and failures, never on the hot path.
-        byte[] bytes = Encoding.UTF8.GetBytes("interposer: " + text + "\n");
+        RawBytes(Encoding.UTF8.GetBytes("interposer: " + text + "\n"));
+    }
+
+    /// <summary>Writes all of bytes to stderr (a short write is retried; an error gives up).</summary>
+    public static void RawBytes(byte[] bytes)
+    {
         fixed (byte* p = bytes)
         {
             nuint done = 0;

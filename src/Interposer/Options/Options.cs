@@ -11,7 +11,7 @@ using System.Text;
 
 namespace Interposer.Options;
 
-internal enum OptionType { Bool, Int, String, Choice }
+internal enum OptionType { Bool, Int, String, Choice, Signal }
 
 internal sealed record OptionSpec(string Name, OptionType Type, string Default, string Help,
                                   int Min = 0, int Max = int.MaxValue, string[]? Choices = null);
@@ -24,6 +24,78 @@ internal sealed class Settings
     public int Verbosity;
     public string DumpAtExit = "";
     public bool Help;
+    public string ReportPath = "";          // "" = the default under $TMPDIR (ReportPathOrDefault)
+    public int ScanSignal = Signals.Usr2;   // 0 = no scan signal
+    public int ScanIntervalS;
+    public bool ReportAtExit;
+    public int MinAgeMs;
+    public int StopTimeoutMs = 1000;
+    public bool UseGlobals = true;
+    public bool UseStacks = true;
+    public bool UseRegisters = true;
+    public bool UseTls = true;
+    public bool UseMmapRegions = true;
+
+    /// <summary>report_path, or $TMPDIR/interposer-leaks.%p.txt (TMPDIR unset or relative: /tmp).</summary>
+    public string ReportPathOrDefault()
+    {
+        if (ReportPath.Length > 0)
+            return ReportPath;
+        string? tmp = Environment.GetEnvironmentVariable("TMPDIR");
+        if (string.IsNullOrEmpty(tmp) || tmp[0] != '/')
+            tmp = "/tmp";
+        return tmp.TrimEnd('/') + "/interposer-leaks.%p.txt";
+    }
+}
+
+/// <summary>Signal names for scan_signal. SIGRTMIN (the runtime's GC signal) and SIGRTMIN+3 (the
+/// stop-the-world signal) are ours to keep; faults and uncatchable signals cannot be used.</summary>
+internal static class Signals
+{
+    public const int Usr1 = 10, Usr2 = 12, RtMin = 34, RtMax = 64, StopTheWorld = RtMin + 3;
+
+    private static readonly (string Name, int Number)[] s_names =
+    {
+        ("HUP", 1), ("INT", 2), ("QUIT", 3), ("USR1", 10), ("USR2", 12), ("ALRM", 14), ("TERM", 15),
+        ("CHLD", 17), ("CONT", 18), ("TSTP", 20), ("TTIN", 21), ("TTOU", 22), ("URG", 23), ("XCPU", 24),
+        ("XFSZ", 25), ("VTALRM", 26), ("PROF", 27), ("WINCH", 28), ("IO", 29), ("PWR", 30),
+    };
+
+    /// <summary>Parses "USR2", "SIGUSR2", "12", "RTMIN+5", "0"/"off" (no signal). Null error = ok.</summary>
+    public static string? TryParse(string text, out int signo)
+    {
+        signo = 0;
+        string t = text.Trim().ToUpperInvariant();
+        if (t is "0" or "OFF" or "NONE")
+            return null;
+        if (t.StartsWith("SIG", StringComparison.Ordinal))
+            t = t.Substring(3);
+        if (int.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out int n))
+            signo = n;
+        else if (t.StartsWith("RTMIN", StringComparison.Ordinal))
+        {
+            int off = 0;
+            if (t.Length > 5 && (t[5] != '+' || !int.TryParse(t.AsSpan(6), NumberStyles.None, CultureInfo.InvariantCulture, out off)))
+                return "expected RTMIN+n";
+            signo = RtMin + off;
+        }
+        else
+        {
+            foreach ((string name, int number) in s_names)
+                if (name == t)
+                    signo = number;
+            if (signo == 0)
+                return "expected a signal name (USR2, USR1, RTMIN+5, ...), a number, or off";
+        }
+        if (signo is 9 or 19 or 4 or 5 or 6 or 7 or 8 or 11 or 13 or 31 || signo < 1 || signo > RtMax ||
+            signo is 32 or 33)
+            return "that signal cannot be caught, is a fault signal, or is reserved by glibc";
+        if (signo == RtMin)
+            return "SIGRTMIN is the .NET runtime's GC signal";
+        if (signo == StopTheWorld)
+            return "SIGRTMIN+3 is Interposer's stop-the-world signal";
+        return null;
+    }
 }
 
 internal static class OptionTable
@@ -45,6 +117,28 @@ internal static class OptionTable
             "At exit, write every live recorded block with its symbolized backtrace to this file (%p = pid, '-' = stderr)."),
         new("help", OptionType.Bool, "0",
             "Print this table on stderr at start-up, then run normally."),
+        new("report_path", OptionType.String, "",
+            "Where each scan writes its leak report, atomically (%p = pid). Default: $TMPDIR/interposer-leaks.%p.txt (/tmp when TMPDIR is unset)."),
+        new("scan_signal", OptionType.Signal, "USR2",
+            "The signal that starts a scan (kill -USR2 <pid>): USR2, USR1, RTMIN+n, a number, or off. Its handler only wakes the scanner thread."),
+        new("scan_interval_s", OptionType.Int, "0",
+            "Scan automatically every N seconds (kmemleak's scan=<secs>); such scans report only blocks not reported before. 0 = off.", Min: 0, Max: 86400),
+        new("report_at_exit", OptionType.Bool, "0",
+            "Run a final scan at exit and write its report."),
+        new("min_age_ms", OptionType.Int, "0",
+            "Blocks younger than this are never reported (they are scanned as roots instead: a block being filled in).", Min: 0, Max: int.MaxValue),
+        new("stop_timeout_ms", OptionType.Int, "1000",
+            "How long a scan waits for a thread to stop before it scans that thread's stack as it runs and names it in the report.", Min: 10, Max: 60000),
+        new("use_globals", OptionType.Bool, "1",
+            "Roots: the writable segments (.data, .bss) of every loaded object, dlopen'ed ones included."),
+        new("use_stacks", OptionType.Bool, "1",
+            "Roots: every thread's stack, from its saved stack pointer (minus the red zone) to the end of the mapping."),
+        new("use_registers", OptionType.Bool, "1",
+            "Roots: each stopped thread's general registers."),
+        new("use_tls", OptionType.Bool, "1",
+            "Roots: static TLS, the thread control block (pthread_setspecific values) and the DTV (dynamic TLS of dlopen'ed libraries)."),
+        new("use_mmap_regions", OptionType.Bool, "1",
+            "Roots: the writable anonymous regions the program mapped itself with mmap/mremap (LeakSanitizer does not scan them)."),
     };
 
     /// <summary>Parses text into settings; every problem is appended to errors, one line each.</summary>
@@ -99,6 +193,11 @@ internal static class OptionTable
                     return "expected one of " + string.Join("|", spec.Choices!);
                 SetString(s, spec.Name, value);
                 return null;
+            case OptionType.Signal:
+                string? bad = Signals.TryParse(value, out int signo);
+                if (bad != null) return bad;
+                s.ScanSignal = signo;
+                return null;
             default:
                 if (value.IndexOf('\0') >= 0) return "contains a NUL byte";
                 SetString(s, spec.Name, value);
@@ -112,6 +211,12 @@ internal static class OptionTable
         {
             case "enabled": s.Enabled = v; break;
             case "help": s.Help = v; break;
+            case "report_at_exit": s.ReportAtExit = v; break;
+            case "use_globals": s.UseGlobals = v; break;
+            case "use_stacks": s.UseStacks = v; break;
+            case "use_registers": s.UseRegisters = v; break;
+            case "use_tls": s.UseTls = v; break;
+            case "use_mmap_regions": s.UseMmapRegions = v; break;
         }
     }
 
@@ -121,6 +226,9 @@ internal static class OptionTable
         {
             case "max_frames": s.MaxFrames = v; break;
             case "verbosity": s.Verbosity = v; break;
+            case "scan_interval_s": s.ScanIntervalS = v; break;
+            case "min_age_ms": s.MinAgeMs = v; break;
+            case "stop_timeout_ms": s.StopTimeoutMs = v; break;
         }
     }
 
@@ -130,6 +238,7 @@ internal static class OptionTable
         {
             case "unwinder": s.Unwinder = v; break;
             case "dump_at_exit": s.DumpAtExit = v; break;
+            case "report_path": s.ReportPath = v; break;
         }
     }
 
@@ -197,6 +306,7 @@ internal static class OptionTable
                 OptionType.Bool => "bool",
                 OptionType.Int => $"int {o.Min}..{o.Max}",
                 OptionType.Choice => string.Join("|", o.Choices!),
+                OptionType.Signal => "signal",
                 _ => "string",
             };
             sb.Append($"  {o.Name,-14} {type,-20} default {(o.Default.Length == 0 ? "(empty)" : o.Default),-8} {o.Help}\n");

@@ -252,6 +252,51 @@ internal sealed unsafe class AllocationTable
         return list.ToArray();
     }
 
+    /// <summary>
+    /// Calls visitor.Visit for every record, one shard at a time under its lock. Allocates nothing:
+    /// usable while the world is stopped (no stopped thread holds a shard lock; see the park check).
+    /// The visitor must not call back into the table.
+    /// </summary>
+    public void Visit<TVisitor>(ref TVisitor visitor) where TVisitor : struct, IRecordVisitor
+    {
+        for (int s = 0; s < ShardCount; s++)
+        {
+            Shard* shard = &_shards[s];
+            SpinLockWord.Enter(ref shard->Lock);
+            int cap = 1 << shard->CapacityBits;
+            IpRecord* slots = shard->Slots;
+            for (int i = 0; i < cap; i++)
+                if (slots[i].Address != 0)
+                    visitor.Visit(ref slots[i]);
+            SpinLockWord.Exit(ref shard->Lock);
+        }
+    }
+
+    /// <summary>Sets and clears flag bits of the record at address if it is still the block born at timeNs.</summary>
+    public bool UpdateFlags(ulong address, ulong timeNs, ushort set, ushort clear)
+    {
+        ulong h = Hash(address);
+        Shard* shard = &_shards[ShardOf(address)];
+        SpinLockWord.Enter(ref shard->Lock);
+        int bits = shard->CapacityBits;
+        int mask = (1 << bits) - 1;
+        bool found = false;
+        for (int i = SlotOf(h, bits); shard->Slots[i].Address != 0; i = (i + 1) & mask)
+        {
+            if (shard->Slots[i].Address == address)
+            {
+                if (shard->Slots[i].TimeNs == timeNs)
+                {
+                    shard->Slots[i].Flags = (ushort)((shard->Slots[i].Flags | set) & ~clear);
+                    found = true;
+                }
+                break;
+            }
+        }
+        SpinLockWord.Exit(ref shard->Lock);
+        return found;
+    }
+
     /// <summary>fork prepare: take every shard lock, in index order.</summary>
     public void LockAll()
     {
@@ -264,4 +309,10 @@ internal sealed unsafe class AllocationTable
         for (int i = ShardCount - 1; i >= 0; i--)
             SpinLockWord.Exit(ref _shards[i].Lock);
     }
+}
+
+/// <summary>Sees each record of <see cref="AllocationTable.Visit"/> (with its shard locked).</summary>
+internal interface IRecordVisitor
+{
+    void Visit(ref IpRecord record);
 }

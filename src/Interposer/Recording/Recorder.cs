@@ -121,7 +121,10 @@ internal static unsafe class Recorder
         return 0;
     }
 
-    public static int OnThreadStart(int tid, byte* name) => s_threads.Register(tid, name);
+    public static int OnThreadStart(int tid, byte* name, ulong stackLo, ulong stackHi, ulong tcb) =>
+        s_threads.Register(tid, name, stackLo, stackHi, tcb);
+
+    public static IpShimApi* Api => s_api;
 
     /// <summary>
     /// Deferred events must be applied before any direct event that could depend on them: a

@@ -20,6 +20,8 @@ internal sealed unsafe class ThreadRegistry
         public int Tid;
         public int Reserved;
         public fixed byte Name[NameBytes];
+        public ulong StackLo, StackHi;  // from pthread_getattr_np at registration (0 = unknown)
+        public ulong Tcb;               // fs base: the thread's static TLS ends here
     }
 
     private readonly Entry* _entries;
@@ -35,13 +37,16 @@ internal sealed unsafe class ThreadRegistry
 
     public int Count => Volatile.Read(ref _count);
 
-    public int Register(int tid, byte* name)
+    public int Register(int tid, byte* name, ulong stackLo = 0, ulong stackHi = 0, ulong tcb = 0)
     {
         SpinLockWord.Enter(ref _lock);
         int index = _count < Capacity ? _count : 0;
         if (index != 0)
         {
             _entries[index].Tid = tid;
+            _entries[index].StackLo = stackLo;
+            _entries[index].StackHi = stackHi;
+            _entries[index].Tcb = tcb;
             for (int i = 0; i < NameBytes - 1 && name != null && name[i] != 0; i++)
                 _entries[index].Name[i] = name[i];
             Volatile.Write(ref _count, _count + 1);
@@ -51,6 +56,32 @@ internal sealed unsafe class ThreadRegistry
     }
 
     public int TidOf(uint index) => index < (uint)Count ? _entries[index].Tid : 0;
+
+    /// <summary>The latest registration of tid (tids are reused): its stack bounds and TCB. No allocation.</summary>
+    public bool TryGetLayout(int tid, out ulong stackLo, out ulong stackHi, out ulong tcb)
+    {
+        for (int i = Count - 1; i > 0; i--)
+        {
+            if (_entries[i].Tid == tid)
+            {
+                stackLo = _entries[i].StackLo;
+                stackHi = _entries[i].StackHi;
+                tcb = _entries[i].Tcb;
+                return true;
+            }
+        }
+        stackLo = stackHi = tcb = 0;
+        return false;
+    }
+
+    /// <summary>The latest registry index of tid, or 0.</summary>
+    public uint IndexOfTid(int tid)
+    {
+        for (int i = Count - 1; i > 0; i--)
+            if (_entries[i].Tid == tid)
+                return (uint)i;
+        return 0;
+    }
 
     public string NameOf(uint index)
     {

@@ -79,6 +79,9 @@ public unsafe class AbiLayoutTests
             new("ip_shim_api", typeof(IpShimApi), sizeof(IpShimApi), new Dictionary<string, string>(), PointerOffsetsOfShimApi()),
             new("ip_walk_cache", typeof(IpWalkCache), sizeof(IpWalkCache), new Dictionary<string, string>(), PointerOffsetsOfWalkCache()),
             new("ip_core_config", typeof(IpCoreConfig), sizeof(IpCoreConfig), new Dictionary<string, string>(), new Dictionary<string, long>()),
+            new("ip_stopped_thread", typeof(IpStoppedThread), sizeof(IpStoppedThread), new Dictionary<string, string>(), PointerOffsetsOfStoppedThread()),
+            new("ip_tls_range", typeof(IpTlsRange), sizeof(IpTlsRange), new Dictionary<string, string>(), new Dictionary<string, long>()),
+            new("ip_region", typeof(IpRegion), sizeof(IpRegion), new Dictionary<string, string>(), new Dictionary<string, long>()),
         };
         foreach (AbiStruct s in rows)
             Assert.That(s.ManagedSize, Is.EqualTo((int)typeof(Unsafe).GetMethod(nameof(Unsafe.SizeOf))!.MakeGenericMethod(s.Managed).Invoke(null, null)!),
@@ -148,7 +151,22 @@ public unsafe class AbiLayoutTests
             ["UnwBacktrace"] = (byte*)&a.UnwBacktrace - b,
             ["DeferredDropped"] = (byte*)&a.DeferredDropped - b,
             ["GcWindow"] = (byte*)&a.GcWindow - b,
-            ["Reserved"] = (byte*)a.Reserved - b,
+            ["StwStop"] = (byte*)&a.StwStop - b,
+            ["StwResume"] = (byte*)&a.StwResume - b,
+            ["ProgramRegions"] = (byte*)&a.ProgramRegions - b,
+            ["RegionsDropped"] = (byte*)&a.RegionsDropped - b,
+            ["TlsExclude"] = (byte*)&a.TlsExclude - b,
+        };
+    }
+
+    private static Dictionary<string, long> PointerOffsetsOfStoppedThread()
+    {
+        IpStoppedThread t = default;
+        byte* b = (byte*)&t;
+        return new()
+        {
+            ["Regs"] = (byte*)t.Regs - b,   // fixed buffer: its first element
+            ["Tcb"] = (byte*)&t.Tcb - b,
         };
     }
 
@@ -255,6 +273,31 @@ public unsafe class AbiLayoutTests
             ("IP_DEFER_NESTED", DeferredReason.Nested),
             ("IP_DEFER_EXITING", DeferredReason.Exiting),
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
+            ("IP_REC_REPORTED", RecordFlags.Reported),
+            ("IP_SCAN_SIGNAL", ScanReason.Signal),
+            ("IP_SCAN_PERIODIC", ScanReason.Periodic),
+            ("IP_SCAN_EXIT", ScanReason.Exit),
+            ("IP_STW_STOPPED", StwState.Stopped),
+            ("IP_STW_RUNNING", StwState.Running),
+            ("IP_STW_EXITED", StwState.Exited),
+            ("IP_STW_RAX", StwReg.Rax),
+            ("IP_STW_RBX", StwReg.Rbx),
+            ("IP_STW_RCX", StwReg.Rcx),
+            ("IP_STW_RDX", StwReg.Rdx),
+            ("IP_STW_RSI", StwReg.Rsi),
+            ("IP_STW_RDI", StwReg.Rdi),
+            ("IP_STW_RBP", StwReg.Rbp),
+            ("IP_STW_R8", StwReg.R8),
+            ("IP_STW_R9", StwReg.R9),
+            ("IP_STW_R10", StwReg.R10),
+            ("IP_STW_R11", StwReg.R11),
+            ("IP_STW_R12", StwReg.R12),
+            ("IP_STW_R13", StwReg.R13),
+            ("IP_STW_R14", StwReg.R14),
+            ("IP_STW_R15", StwReg.R15),
+            ("IP_STW_RIP", StwReg.Rip),
+            ("IP_STW_RSP", StwReg.Rsp),
+            ("IP_STW_NREGS", StwReg.NRegs),
         };
         foreach ((string c, Enum m) in rows)
             yield return new TestCaseData(c, m).SetArgDisplayNames(c);
@@ -273,6 +316,9 @@ public unsafe class AbiLayoutTests
         ("ip_event_kind", typeof(EventKind), "IP_EV_"),
         ("ip_deferred_reason", typeof(DeferredReason), "IP_DEFER_"),
         ("ip_record_flags", typeof(RecordFlags), "IP_REC_"),
+        ("ip_scan_reason", typeof(ScanReason), "IP_SCAN_"),
+        ("ip_stw_state", typeof(StwState), "IP_STW_"),
+        ("ip_stw_reg", typeof(StwReg), "IP_STW_"),
     };
 
     [Test]

@@ -33,8 +33,15 @@ public class OptionsTests
     {
         OptionType.Bool => spec.Default == "1",
         OptionType.Int => int.Parse(spec.Default),
+        OptionType.Signal => SignalNumber(spec.Default),
         _ => spec.Default,
     };
+
+    private static int SignalNumber(string text)
+    {
+        Assert.That(Signals.TryParse(text, out int signo), Is.Null, $"signal '{text}'");
+        return signo;
+    }
 
     private static OptionSpec Spec(string name) => OptionTable.Table.Single(s => s.Name == name);
 
@@ -103,6 +110,7 @@ public class OptionsTests
             OptionType.Bool => spec.Default == "1" ? ("0", (object)false) : ("1", true),
             OptionType.Int => int.Parse(spec.Default) == spec.Max ? (spec.Min.ToString(), spec.Min) : (spec.Max.ToString(), (object)spec.Max),
             OptionType.Choice => (spec.Choices!.First(c => c != spec.Default), spec.Choices!.First(c => c != spec.Default)),
+            OptionType.Signal => ("USR1", (object)Signals.Usr1),
             _ => ("some-value", "some-value"),
         };
         (Settings s, List<string> errors) = Parse($"{name}={text}");
@@ -128,6 +136,18 @@ public class OptionsTests
     [TestCase("verbosity=2", "verbosity", 2)]
     [TestCase("verbosity=1", "verbosity", 1)]
     [TestCase("dump_at_exit=/tmp/live.%p", "dump_at_exit", "/tmp/live.%p")]
+    [TestCase("scan_signal=USR1", "scan_signal", 10)]
+    [TestCase("scan_signal=SIGUSR2", "scan_signal", 12)]
+    [TestCase("scan_signal=usr2", "scan_signal", 12)]
+    [TestCase("scan_signal=RTMIN+5", "scan_signal", 39)]
+    [TestCase("scan_signal=10", "scan_signal", 10)]
+    [TestCase("scan_signal=off", "scan_signal", 0)]
+    [TestCase("scan_signal=0", "scan_signal", 0)]
+    [TestCase("scan_interval_s=30", "scan_interval_s", 30)]
+    [TestCase("report_at_exit=1", "report_at_exit", true)]
+    [TestCase("min_age_ms=5000", "min_age_ms", 5000)]
+    [TestCase("use_mmap_regions=0", "use_mmap_regions", false)]
+    [TestCase("report_path=/tmp/leaks.%p.txt", "report_path", "/tmp/leaks.%p.txt")]
     [TestCase("dump_at_exit=-", "dump_at_exit", "-")]
     [TestCase("dump_at_exit=a=b", "dump_at_exit", "a=b")]
     [TestCase("help=1", "help", true)]
@@ -139,6 +159,25 @@ public class OptionsTests
         Assert.That(errors, Is.Empty);
         Assert.That(ValueOf(s, option), Is.EqualTo(expected));
         AssertAllDefaults(s, option);
+    }
+
+    [TestCase("KILL")]
+    [TestCase("SIGSEGV")]
+    [TestCase("STOP")]
+    [TestCase("RTMIN")]
+    [TestCase("RTMIN+3")]
+    [TestCase("32")]
+    [TestCase("65")]
+    [TestCase("-1")]
+    [TestCase("RTMIN+")]
+    [TestCase("RTMIN-1")]
+    [TestCase("BOGUS")]
+    public void ScanSignal_RefusesSignalsItCannotUse(string value)
+    {
+        (Settings s, List<string> errors) = Parse($"scan_signal={value}");
+        Assert.That(errors, Has.Count.EqualTo(1));
+        Assert.That(errors[0], Does.Contain("scan_signal"));
+        Assert.That(s.ScanSignal, Is.EqualTo(Signals.Usr2), "the default stays");
     }
 
     [Test]

@@ -61,7 +61,14 @@ int main(void)
     FIELD(ip_shim_api, unw_backtrace);
     FIELD(ip_shim_api, deferred_dropped);
     FIELD(ip_shim_api, gc_window);
-    FIELD(ip_shim_api, reserved);
+    FIELD(ip_shim_api, stw_stop);
+    FIELD(ip_shim_api, stw_resume);
+    FIELD(ip_shim_api, program_regions);
+    FIELD(ip_shim_api, static_tls_size);
+    FIELD(ip_shim_api, pthread_size);
+    FIELD(ip_shim_api, regions_dropped);
+    FIELD(ip_shim_api, tls_exclude);
+    FIELD(ip_shim_api, tls_exclude_count);
 
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
@@ -79,6 +86,26 @@ int main(void)
     FIELD(ip_core_config, max_frames);
     FIELD(ip_core_config, verbosity);
     FIELD(ip_core_config, exit_work);
+    FIELD(ip_core_config, scan_signal);
+    FIELD(ip_core_config, scan_interval_s);
+    FIELD(ip_core_config, track_regions);
+    FIELD(ip_core_config, reserved);
+
+    STRUCT(ip_stopped_thread);
+    FIELD(ip_stopped_thread, tid);
+    FIELD(ip_stopped_thread, state);
+    FIELD(ip_stopped_thread, sp);
+    FIELD(ip_stopped_thread, regs);
+    FIELD(ip_stopped_thread, tcb);
+    FIELD(ip_stopped_thread, reserved);
+
+    STRUCT(ip_tls_range);
+    FIELD(ip_tls_range, offset);
+    FIELD(ip_tls_range, size);
+
+    STRUCT(ip_region);
+    FIELD(ip_region, start);
+    FIELD(ip_region, end);
 
     ENUM(IP_EV_MALLOC);
     ENUM(IP_EV_CALLOC);
@@ -94,6 +121,31 @@ int main(void)
     ENUM(IP_DEFER_NESTED);
     ENUM(IP_DEFER_EXITING);
     ENUM(IP_REC_DEFERRED);
+    ENUM(IP_REC_REPORTED);
+    ENUM(IP_SCAN_SIGNAL);
+    ENUM(IP_SCAN_PERIODIC);
+    ENUM(IP_SCAN_EXIT);
+    ENUM(IP_STW_STOPPED);
+    ENUM(IP_STW_RUNNING);
+    ENUM(IP_STW_EXITED);
+    ENUM(IP_STW_RAX);
+    ENUM(IP_STW_RBX);
+    ENUM(IP_STW_RCX);
+    ENUM(IP_STW_RDX);
+    ENUM(IP_STW_RSI);
+    ENUM(IP_STW_RDI);
+    ENUM(IP_STW_RBP);
+    ENUM(IP_STW_R8);
+    ENUM(IP_STW_R9);
+    ENUM(IP_STW_R10);
+    ENUM(IP_STW_R11);
+    ENUM(IP_STW_R12);
+    ENUM(IP_STW_R13);
+    ENUM(IP_STW_R14);
+    ENUM(IP_STW_R15);
+    ENUM(IP_STW_RIP);
+    ENUM(IP_STW_RSP);
+    ENUM(IP_STW_NREGS);
 
     CONST(IP_ABI_VERSION);
     CONST(IP_DEFERRED_FRAMES);
