@@ -2,7 +2,8 @@
 //   Build  the preloadable library: artifacts/lib/libinterposer.so (+ libinterposer_core.so)
 //   Demo   build, run the bundled leaky program under the library, print what it reports
 //   Test   build, run every test; the output ends with "N passed, N failed"
-//   Bench  build, run the allocation benchmark against glibc and liblsan
+//   Bench  build, run the allocation benchmark against glibc and liblsan, then the leak-scan
+//          benchmark against liblsan's leak check
 #load "build/context.cake"
 #load "build/native.cake"
 
@@ -103,6 +104,7 @@ Task("Bench")
     .Does<BuildContext>(ctx =>
 {
     Native.Run(Context, "bash", $"scripts/bench.sh {ctx.LibDir.FullPath}", ctx.Root);
+    Native.Run(Context, "bash", $"scripts/bench_scan.sh {ctx.LibDir.FullPath}", ctx.Root);
 });
 
 //////////////////////////////////////////////////////////////////////

@@ -32,6 +32,8 @@ internal sealed unsafe class AllocationTable
         [FieldOffset(4)] public int CapacityBits;
         [FieldOffset(8)] public long Count;      // live records in this shard
         [FieldOffset(16)] public IpRecord* Slots;
+        [FieldOffset(24)] public long Version;   // bumped by every insert and remove: lets a scan
+                                                 // skip shards that did not change since its snapshot
     }
 
     private readonly Shard* _shards;             // ShardCount shards, mmap'ed
@@ -101,11 +103,13 @@ internal sealed unsafe class AllocationTable
             {
                 slots[i] = record;
                 shard->Count++;
+                shard->Version++;
                 return false;
             }
             if (a == record.Address)
             {
                 slots[i] = record;
+                shard->Version++;
                 return true;
             }
             i = (i + 1) & mask;
@@ -183,6 +187,7 @@ internal sealed unsafe class AllocationTable
         }
         slots[hole] = default;
         shard->Count--;
+        shard->Version++;
         return true;
     }
 
@@ -236,20 +241,54 @@ internal sealed unsafe class AllocationTable
 
     /// <summary>Copies every record, one shard at a time (each shard is consistent; the whole is a
     /// moving snapshot unless the world is stopped).</summary>
-    public IpRecord[] Snapshot()
+    public IpRecord[] Snapshot() => Snapshot(null);
+
+    /// <summary>As Snapshot; versions (ShardCount entries) receives each shard's Version as copied.</summary>
+    public IpRecord[] Snapshot(long[]? versions)
     {
-        var list = new System.Collections.Generic.List<IpRecord>((int)System.Math.Min(Count + 64, int.MaxValue));
+        var records = new IpRecord[Count + 1024];
+        int n = 0;
         for (int s = 0; s < ShardCount; s++)
         {
             Shard* shard = &_shards[s];
             SpinLockWord.Enter(ref shard->Lock);
+            if (n + shard->Count > records.Length)
+            {
+                SpinLockWord.Exit(ref shard->Lock); // never allocate under a shard lock
+                System.Array.Resize(ref records, (int)System.Math.Min((long)records.Length * 2 + shard->Count, int.MaxValue));
+                s--;
+                continue;
+            }
             int cap = 1 << shard->CapacityBits;
+            IpRecord* slots = shard->Slots;
             for (int i = 0; i < cap; i++)
-                if (shard->Slots[i].Address != 0)
-                    list.Add(shard->Slots[i]);
+                if (slots[i].Address != 0)
+                    records[n++] = slots[i];
+            if (versions != null)
+                versions[s] = shard->Version;
             SpinLockWord.Exit(ref shard->Lock);
         }
-        return list.ToArray();
+        System.Array.Resize(ref records, n);
+        return records;
+    }
+
+    /// <summary>The shard that holds address's record.</summary>
+    public static int ShardOfAddress(ulong address) => ShardOf(address);
+
+    /// <summary>Shard s's Version now (racy read: exact while the world is stopped).</summary>
+    public long VersionOf(int s) => Volatile.Read(ref _shards[s].Version);
+
+    /// <summary>Visit, for one shard.</summary>
+    public void VisitShard<TVisitor>(int s, ref TVisitor visitor) where TVisitor : struct, IRecordVisitor
+    {
+        Shard* shard = &_shards[s];
+        SpinLockWord.Enter(ref shard->Lock);
+        int cap = 1 << shard->CapacityBits;
+        IpRecord* slots = shard->Slots;
+        for (int i = 0; i < cap; i++)
+            if (slots[i].Address != 0)
+                visitor.Visit(ref slots[i]);
+        SpinLockWord.Exit(ref shard->Lock);
     }
 
     /// <summary>
@@ -260,16 +299,7 @@ internal sealed unsafe class AllocationTable
     public void Visit<TVisitor>(ref TVisitor visitor) where TVisitor : struct, IRecordVisitor
     {
         for (int s = 0; s < ShardCount; s++)
-        {
-            Shard* shard = &_shards[s];
-            SpinLockWord.Enter(ref shard->Lock);
-            int cap = 1 << shard->CapacityBits;
-            IpRecord* slots = shard->Slots;
-            for (int i = 0; i < cap; i++)
-                if (slots[i].Address != 0)
-                    visitor.Visit(ref slots[i]);
-            SpinLockWord.Exit(ref shard->Lock);
-        }
+            VisitShard(s, ref visitor);
     }
 
     /// <summary>Sets and clears flag bits of the record at address if it is still the block born at timeNs.</summary>

@@ -21,6 +21,7 @@ internal sealed unsafe class InStopWork
 
     private readonly BlockIndex _index;
     private readonly IpRecord[] _records;      // the pre-stop snapshot; HeapBlock.Id indexes it
+    private readonly long[] _shardVersions;    // each shard's Version when the snapshot copied it
     private readonly Settings _settings;
     private readonly IpShimApi* _api;
     private readonly bool[] _present;          // block k is still live (same address, size, birth)
@@ -52,8 +53,9 @@ internal sealed unsafe class InStopWork
     private readonly MemoryRange[] _rootLog = new MemoryRange[4096]; // root ranges read, for Why()
     private int _rootLogCount;
 
-    public InStopWork(BlockIndex index, IpRecord[] records, Settings settings, IpShimApi* api)
+    public InStopWork(BlockIndex index, IpRecord[] records, long[] shardVersions, Settings settings, IpShimApi* api)
     {
+        _shardVersions = shardVersions;
         _segments = LoadedSegments.Collect(RootRegions.InterposerModules, out MemoryRange[] libc, out _loaderCode);
         MainArena = LoadedSegments.FindMainArena(libc);
         _tlsExclude = new IpTlsRange[api->TlsExclude != null ? (int)api->TlsExcludeCount : 0];
@@ -79,10 +81,14 @@ internal sealed unsafe class InStopWork
     /// <summary>Root bytes read per kind (verbosity=2 prints them): what the scan looked at.</summary>
     public long GlobalBytes, RegionBytes, StackBytes, TlsBytes, NewBlockBytes;
 
+    private static double Ms(long ticks) => ticks * 1000.0 / System.Diagnostics.Stopwatch.Frequency;
+
     public string RootStatistics() =>
         $"roots read: globals {GlobalBytes} B, mmap regions {RegionBytes} B, stacks {StackBytes} B, " +
         $"TLS {TlsBytes} B, blocks born during the scan {NewBlockBytes} B; static TLS {_api->StaticTlsSize} B, " +
-        $"struct pthread {_api->PthreadSize} B, main_arena {(MainArena.Length > 0 ? MainArena.ToString() : "not found")}";
+        $"struct pthread {_api->PthreadSize} B; in the stop: reconcile+roots {Ms(PhaseTicks[0]):F1} ms, gray list {Ms(PhaseTicks[1]):F1} ms, " +
+        $"classify+hex {Ms(PhaseTicks[2]):F1} ms; outside: snapshot {Ms(PrepareTicks[0]):F1} ms, index {Ms(PrepareTicks[1]):F1} ms, " +
+        $"marker {Ms(PrepareTicks[2]):F1} ms, report {Ms(PrepareTicks[3]):F1} ms; main_arena {(MainArena.Length > 0 ? MainArena.ToString() : "not found")}";
 
     public bool Present(int k) => _present[k];
 
@@ -124,10 +130,25 @@ internal sealed unsafe class InStopWork
                                int maxRegions, MapsSnapshot maps) where TReader : struct, IMemoryReader
     {
         // Reconcile the snapshot with the table as it is now.
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         GlobalBytes = RegionBytes = StackBytes = TlsBytes = 0;
         long before = _marker.Stats.RootBytes;
-        var visitor = new ReconcileVisitor<TReader>(this, reader, maps);
-        Recorder.Table.Visit(ref visitor);
+        // Shards whose version did not move since the snapshot hold exactly the snapshot's records;
+        // only the others are visited (a quiet program: none, and reconciling costs nothing).
+        Span<bool> changed = stackalloc bool[AllocationTable.ShardCount];
+        bool anyChanged = false;
+        for (int s = 0; s < changed.Length; s++)
+            anyChanged |= changed[s] = Recorder.Table.VersionOf(s) != _shardVersions[s];
+        ReadOnlySpan<HeapBlock> blocks = _index.Blocks;
+        for (int k = 0; k < blocks.Length; k++)
+            _present[k] = !changed[AllocationTable.ShardOfAddress(blocks[k].Address)];
+        if (anyChanged)
+        {
+            var visitor = new ReconcileVisitor<TReader>(this, reader, maps);
+            for (int s = 0; s < changed.Length; s++)
+                if (changed[s])
+                    Recorder.Table.VisitShard(s, ref visitor);
+        }
         NewBlockBytes = _marker.Stats.RootBytes - before;
         for (int k = 0; k < _present.Length; k++)
             if (!_present[k])
@@ -150,11 +171,22 @@ internal sealed unsafe class InStopWork
 
         for (int i = 0; i < nthreads; i++)
             ScanThread(ref reader, maps, &threads[i]);
-
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
         _marker.DrainGrayList(ref reader);
+        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
         _marker.ClassifyUnreferenced(ref reader);
         CopyHeads(ref reader);
+        long t3 = System.Diagnostics.Stopwatch.GetTimestamp();
+        PhaseTicks[0] = t1 - t0;
+        PhaseTicks[1] = t2 - t1;
+        PhaseTicks[2] = t3 - t2;
     }
+
+    /// <summary>In-stop phases (verbosity=2): reconcile and roots, the gray list, classify and hex dumps.</summary>
+    public readonly long[] PhaseTicks = new long[3];
+
+    /// <summary>Outside the stop (verbosity=2): snapshot, index, marker arrays; symbolize and render.</summary>
+    public readonly long[] PrepareTicks = new long[4];
 
     // Data rows, clipped to the objects' exact writable segments (LoadedSegments). A row no
     // segment touches belongs to an object loaded after they were collected: scanned whole, and

@@ -92,7 +92,8 @@ internal static unsafe class LeakScanner
 
         // ---- 1. prepare (allocates) ----
         Recorder.Replay();
-        IpRecord[] records = Recorder.Table.Snapshot();
+        var shardVersions = new long[AllocationTable.ShardCount];
+        IpRecord[] records = Recorder.Table.Snapshot(shardVersions);
         ulong now = Interop.Libc.MonotonicCoarseNs();
         ulong minAgeNs = (ulong)s_settings.MinAgeMs * 1_000_000UL;
         var blocks = new HeapBlock[records.Length];
@@ -103,8 +104,13 @@ internal static unsafe class LeakScanner
                 minCount = 0; // young: a root, never reported
             blocks[i] = new HeapBlock(records[i].Address, records[i].Size, minCount, BlockFlags.None, i);
         }
+        long snapshotted = Stopwatch.GetTimestamp();
         var index = BlockIndex.Build(blocks);
-        var work = new InStopWork(index, records, s_settings, api);
+        long indexed = Stopwatch.GetTimestamp();
+        var work = new InStopWork(index, records, shardVersions, s_settings, api);
+        work.PrepareTicks[0] = snapshotted - started;
+        work.PrepareTicks[1] = indexed - snapshotted;
+        work.PrepareTicks[2] = Stopwatch.GetTimestamp() - indexed;
 
         // ---- 2..3. stop, mark, resume; retried when the maps outgrew their buffer ----
         int stopped = -1;
@@ -215,8 +221,10 @@ internal static unsafe class LeakScanner
         var blocksOut = new List<LeakedBlock>(leaks.Count);
         foreach (var l in leaks)
             blocksOut.Add(l.Block);
+        long rendering = Stopwatch.GetTimestamp();
         var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps());
         string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary);
+        work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
         string? error = ReportFile.WriteAtomically(path, text, Diagnostics.RawBytes);
         if (error != null)

@@ -3,6 +3,7 @@
 
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using Interposer.Scanner.Scan;
 using NUnit.Framework;
 
@@ -11,6 +12,28 @@ namespace Interposer.Tests.Scan;
 [TestFixture]
 public class BlockIndexTests
 {
+    [TestCase(0, 1)]
+    [TestCase(1, 2)]
+    [TestCase(100_000, 3)]
+    [TestCase(70_000, 4)]
+    public void RadixSort_MatchesArraySort_AndIsStable(int n, int seed)
+    {
+        var rng = new System.Random(seed);
+        var keys = new ulong[n];
+        for (int i = 0; i < n; i++)
+            keys[i] = seed == 4 ? (ulong)rng.Next(0, 50) << 4 : 0x7f00_0000_0000UL + ((ulong)rng.NextInt64(0, 1L << 40) << 4);
+        var order = System.Linq.Enumerable.Range(0, n).ToArray();
+        var expectedKeys = (ulong[])keys.Clone();
+        var expectedOrder = (int[])order.Clone();
+        System.Array.Sort(expectedKeys, expectedOrder);
+        BlockIndex.RadixSort(keys, order);
+        Assert.That(keys, Is.EqualTo(expectedKeys));
+        for (int i = 1; i < n; i++)
+            if (keys[i] == keys[i - 1])
+                Assert.That(order[i], Is.GreaterThan(order[i - 1]), "equal keys keep their input order");
+        Assert.That(order.Select(o => o).OrderBy(o => o), Is.EqualTo(System.Linq.Enumerable.Range(0, n)));
+    }
+
     // Brute force: the block whose [start, start + max(size,1)) contains address.
     private static int ModelFind(HeapBlock[] sorted, ulong address)
     {
