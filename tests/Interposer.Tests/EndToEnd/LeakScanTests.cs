@@ -186,6 +186,21 @@ public sealed class LeakScanTests
     }
 
     [Test]
+    public void ThreadBlockingEverySignal_IsNamed_ItsStackStillScanned_ScanBounded()
+    {
+        using var dir = new TempDir("scan-blocker");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Outcome o = RunRoots(dir, "blocker", "stop_timeout_ms=5000");
+        clock.Stop();
+        string tid = Tagged(o.Run.Stdout, "BLOCKER").Single();
+        AssertExactly(o, "blocker");
+        Assert.That(o.Report, Does.Contain($"thread {tid} (\"roots\") could not be stopped"), o.Report);
+        Assert.That(o.Report.TrimEnd().Split('\n').Last(), Does.EndWith("1 not stopped"));
+        // The stopper sees the signal blocked in /proc and gives up long before stop_timeout_ms.
+        Assert.That(clock.Elapsed.TotalSeconds, Is.LessThan(4.5), "the scan did not wait for the whole stop timeout");
+    }
+
+    [Test]
     public void MinAge_YoungBlocksAreNotReported()
     {
         using var dir = new TempDir("scan-minage");

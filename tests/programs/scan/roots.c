@@ -227,6 +227,25 @@ static void *specific_holder(void *arg)
     return NULL;
 }
 
+/* Blocks every signal (so it cannot be stopped) and holds a block on its stack. */
+static void *blocking_holder(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    void *volatile held = NULL;
+    uintptr_t m = leak_masked(112);
+    emit("KEEP", m);
+    store_unmasked((void **)&held, m);
+    m = 0;
+    printf("BLOCKER %d\n", (int)gettid());
+    fflush(stdout);
+    scrub();
+    signal_ready();
+    return (void *)held == NULL ? NULL : arg;
+}
+
 static void *leaker(void *arg)
 {
     (void)arg;
@@ -389,6 +408,13 @@ int main(int argc, char **argv)
         }
         pthread_create(&th[0], NULL, fn, NULL);
         wait_ready(1);
+        scan();
+        release_all();
+        pthread_join(th[0], NULL);
+    } else if (strcmp(mode, "blocker") == 0) {
+        pthread_create(&th[0], NULL, blocking_holder, NULL);
+        wait_ready(1);
+        make_leak();
         scan();
         release_all();
         pthread_join(th[0], NULL);
