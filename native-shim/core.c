@@ -76,6 +76,7 @@ static const ip_shim_api s_api = {
     .static_tls_size = 0, /* filled at start-up */
     .pthread_size = 0,
     .regions_dropped = &g_ip_regions_dropped,
+    .departed_modules = ip_departed_copy,
 };
 static ip_shim_api s_api_live;
 
@@ -92,6 +93,27 @@ static void tls_layout(uint64_t *static_size, uint64_t *pthread_size)
     const uint32_t *sizeof_pthread = (const uint32_t *)dlsym(RTLD_DEFAULT, "_thread_db_sizeof_pthread");
     if (sizeof_pthread != NULL)
         *pthread_size = *sizeof_pthread;
+}
+
+uint64_t g_ip_loader_lo, g_ip_loader_size;
+
+/* The dynamic linker's executable segment (see ip_from_loader). */
+static int find_loader(struct dl_phdr_info *info, size_t size, void *unused)
+{
+    (void)size;
+    (void)unused;
+    const char *name = info->dlpi_name ? strrchr(info->dlpi_name, '/') : NULL;
+    name = name ? name + 1 : info->dlpi_name;
+    if (name == NULL || strncmp(name, "ld-linux", 8) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            g_ip_loader_size = ph->p_memsz;
+            g_ip_loader_lo = info->dlpi_addr + ph->p_vaddr;
+        }
+    }
+    return 1;
 }
 
 /* Our modules' static TLS blocks, as offsets from the thread pointer (the same in every thread). */
@@ -226,9 +248,16 @@ static void start_drainer(void)
 
 /* ---- fork: the child must not inherit a held metadata lock (DESIGN guard rule 4) ---------- */
 
+static int s_fork_counted; /* this fork passed ip_stw_fork_enter (this process) */
+
 static void fork_prepare(void)
 {
     s_fork_locked = 0;
+    s_fork_counted = 0;
+    if (ip_stw_signal() != 0 && ip_tls.state != IP_T_INTERNAL) {
+        ip_stw_fork_enter(); /* no stop while this fork holds our locks and glibc's */
+        s_fork_counted = 1;
+    }
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE)
         return;
     ip_thread_register();
@@ -244,10 +273,12 @@ static void fork_prepare(void)
 
 static void fork_parent(void)
 {
-    if (!s_fork_locked)
-        return;
-    g_ip_core.on_fork(1);
-    ip_tls.guard = 0;
+    if (s_fork_locked) {
+        g_ip_core.on_fork(1);
+        ip_tls.guard = 0;
+    }
+    if (s_fork_counted)
+        ip_stw_fork_leave();
 }
 
 static void fork_child(void)
@@ -314,6 +345,7 @@ __attribute__((constructor)) static void ip_init(void)
     ip_threads_init();
     ip_gc_window_init();
     ip_regions_resolve();
+    dl_iterate_phdr(find_loader, NULL);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     ip_tls.guard = 1;
     load_libunwind();

@@ -45,6 +45,7 @@ enum ip_deferred_reason {
     IP_DEFER_EARLY = 1,   /* before the core was initialised */
     IP_DEFER_NESTED = 2,  /* this thread was already inside a hook (or a signal interrupted one) */
     IP_DEFER_EXITING = 4, /* the thread is past its TLS destructors: the runtime detached it */
+    IP_DEFER_LOADER = 8,  /* called by the dynamic linker, maybe inside its TLS bookkeeping */
 };
 
 /* Block flags kept in ip_record.flags (kmemleak's object flags). */
@@ -94,6 +95,15 @@ typedef struct ip_tls_range {
     int64_t offset;
     uint64_t size;
 } ip_tls_range;
+
+/* A library the program dlclose'd (kept so its frames still print as module+offset, or better). */
+typedef struct ip_module {
+    uint64_t start;         /* its executable segment: [start, end) */
+    uint64_t end;
+    uint64_t bias;          /* load bias (dlpi_addr) */
+    uint64_t file_offset;   /* p_offset of the executable segment */
+    char path[224];         /* NUL-terminated, truncated */
+} ip_module;
 
 /* A writable anonymous region the program mapped itself (mmap/mremap from a host thread). */
 typedef struct ip_region {
@@ -212,6 +222,9 @@ typedef struct ip_shim_api {
     /* Interposer's own static TLS, per thread (see ip_tls_range). */
     const ip_tls_range *tls_exclude;
     uint64_t tls_exclude_count;
+    /* Copies up to max of the libraries dlclose'd so far (newest last); returns how many. */
+    int32_t (*departed_modules)(ip_module *out, int32_t max);
+    int32_t reserved;
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */

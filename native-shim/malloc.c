@@ -29,9 +29,9 @@ enum ip_route { IP_ROUTE_NONE = 0, IP_ROUTE_DIRECT = 1 };
 
 /* Decide where an event goes; queue it in the deferred log when it may not enter managed code.
    Returns IP_ROUTE_DIRECT when the caller should call the core itself (guard not yet set).
-   `fp` is the exported function's frame pointer (0 for frees). */
+   `fp` is the exported function's frame pointer (0 for frees); `pc` its return address. */
 static __attribute__((noinline)) int route_slow(uint16_t kind, uint64_t address, uint64_t size,
-                                                uint64_t fp)
+                                                uint64_t fp, uint64_t pc)
 {
     int mode = __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED);
     if (mode == IP_MODE_DISABLED)
@@ -46,11 +46,12 @@ static __attribute__((noinline)) int route_slow(uint16_t kind, uint64_t address,
     }
     if (t->state == IP_T_INTERNAL)
         return IP_ROUTE_NONE;
-    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY) {
-        uint64_t pc = fp ? ((const uint64_t *)fp)[1] : 0;
+    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY || ip_from_loader(pc)) {
         uint64_t caller_fp = fp ? ((const uint64_t *)fp)[0] : 0;
-        ip_deferred_push(kind, address, size,
-                         t->state == IP_T_EXITING ? IP_DEFER_EXITING : IP_DEFER_EARLY, pc, caller_fp);
+        uint32_t reason = t->state == IP_T_EXITING ? IP_DEFER_EXITING
+                        : mode == IP_MODE_EARLY    ? IP_DEFER_EARLY
+                                                   : IP_DEFER_LOADER;
+        ip_deferred_push(kind, address, size, reason, kind == IP_EV_FREE ? 0 : pc, caller_fp);
         return IP_ROUTE_NONE;
     }
     /* IP_T_NEW on an active process: register, then go direct. */
@@ -58,15 +59,16 @@ static __attribute__((noinline)) int route_slow(uint16_t kind, uint64_t address,
     return t->state == IP_T_HOST && t->guard == 0 ? IP_ROUTE_DIRECT : IP_ROUTE_NONE;
 }
 
-/* Fast path: a registered host thread, outside any hook, with tracking active. */
+/* Fast path: a registered host thread, outside any hook, with tracking active, not called by the
+   dynamic linker. */
 static inline __attribute__((always_inline)) int route(uint16_t kind, uint64_t address,
-                                                       uint64_t size, uint64_t fp)
+                                                       uint64_t size, uint64_t fp, uint64_t pc)
 {
     const ip_thread *t = &ip_tls;
     if (IP_LIKELY(t->state == IP_T_HOST && t->guard == 0 &&
-                  __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE))
+                  __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc)))
         return IP_ROUTE_DIRECT;
-    return route_slow(kind, address, size, fp);
+    return route_slow(kind, address, size, fp, pc);
 }
 
 static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t size,
@@ -74,7 +76,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
 {
     if (IP_UNLIKELY(p == NULL))
         return;
-    if (route(kind, (uint64_t)p, size, fp) != IP_ROUTE_DIRECT)
+    if (route(kind, (uint64_t)p, size, fp, ((const uint64_t *)fp)[1]) != IP_ROUTE_DIRECT)
         return;
     int saved_errno = errno;
     ip_thread *t = &ip_tls;
@@ -104,9 +106,9 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
 
 /* Removes p's record before the real free/realloc (see INVARIANT). Returns 1 when a record was
    stashed (direct path only). */
-static inline __attribute__((always_inline)) int record_free(void *p, ip_record *stash)
+static inline __attribute__((always_inline)) int record_free(void *p, ip_record *stash, uint64_t pc)
 {
-    if (route(IP_EV_FREE, (uint64_t)p, 0, 0) != IP_ROUTE_DIRECT)
+    if (route(IP_EV_FREE, (uint64_t)p, 0, 0, pc) != IP_ROUTE_DIRECT)
         return 0;
     int saved_errno = errno;
     ip_thread *t = &ip_tls;
@@ -137,7 +139,7 @@ IP_EXPORT void *malloc(size_t n)
 IP_EXPORT void free(void *p)
 {
     if (p != NULL)
-        record_free(p, NULL);
+        record_free(p, NULL, IP_CALLER_PC());
     __libc_free(p);
 }
 
@@ -164,7 +166,7 @@ resize(void *p, size_t n, uint16_t kind, uint64_t fp, void *(*real)(void *, size
     int was_busy = t->busy;
     t->busy = 1;
     ip_record stash;
-    int stashed = record_free(p, &stash);
+    int stashed = record_free(p, &stash, ((const uint64_t *)fp)[1]);
     void *q = real(p, a, b);
     if (q != NULL) {
         record_alloc(q, n, kind, fp);

@@ -22,6 +22,8 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <link.h>
+#include <string.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -82,6 +84,19 @@ static void cut_locked(uint64_t lo, uint64_t hi)
             s_regions[i] = s_regions[--s_count]; /* wholly covered: drop (re-examine slot i) */
         }
     }
+}
+
+/* Takes s_lock unless this thread is already inside an update (a signal handler interrupted it).
+   Returns 0 (nothing taken) then. */
+static int enter_any(void)
+{
+    ip_thread *t = &ip_tls;
+    if (t->busy)
+        return 0;
+    t->busy = 1;
+    __asm__ volatile("" ::: "memory");
+    lock();
+    return 1;
 }
 
 /* Takes s_lock when this thread may update the table: a host thread, outside any hook, not
@@ -205,4 +220,94 @@ IP_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...
         errno = saved_errno;
     }
     return p;
+}
+
+/* ---- libraries the program dlclose's ---------------------------------------------------------
+ * A leak allocated by a library that was dlclose'd before the report has return addresses into
+ * memory that is no longer mapped: without a note of where the library was, its frames would
+ * print as bare addresses. dlclose is interposed; before the real one runs, the library's
+ * executable segment, load bias and path go into a small ring (the newest IP_MAX_DEPARTED).
+ * Guarded by s_lock like the regions (busy flag, leaf lock). */
+
+#define IP_MAX_DEPARTED 128
+static ip_module s_departed[IP_MAX_DEPARTED];
+static int32_t s_ndeparted;          /* total ever noted; the ring holds the last IP_MAX_DEPARTED */
+
+struct closing { uint64_t bias; const char *name; ip_module found; int ok; };
+
+static int find_closing(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct closing *c = arg;
+    if (info->dlpi_addr != c->bias || info->dlpi_name == NULL || strcmp(info->dlpi_name, c->name) != 0)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            c->found.start = info->dlpi_addr + ph->p_vaddr;
+            c->found.end = c->found.start + ph->p_memsz;
+            c->found.bias = info->dlpi_addr;
+            c->found.file_offset = ph->p_offset;
+            size_t n = strlen(info->dlpi_name);
+            if (n >= sizeof c->found.path)
+                n = sizeof c->found.path - 1;
+            memcpy(c->found.path, info->dlpi_name, n);
+            c->found.path[n] = '\0';
+            c->ok = 1;
+            return 1;
+        }
+    }
+    return 1;
+}
+
+static void note_closing(void *handle)
+{
+    struct link_map *lm = NULL;
+    void *volatile h = handle; /* dlclose is declared nonnull; the program may still pass NULL */
+    if (h == NULL)
+        return;
+    if (dlinfo(handle, RTLD_DI_LINKMAP, &lm) != 0 || lm == NULL || lm->l_name == NULL || lm->l_name[0] == '\0')
+        return;
+    struct closing c;
+    memset(&c, 0, sizeof c);
+    c.bias = lm->l_addr;
+    c.name = lm->l_name;
+    dl_iterate_phdr(find_closing, &c);
+    if (!c.ok || !enter_any())
+        return;
+    int32_t live = s_ndeparted < IP_MAX_DEPARTED ? s_ndeparted : IP_MAX_DEPARTED;
+    int seen = 0;
+    for (int32_t i = 0; i < live && !seen; i++)
+        seen = s_departed[i].start == c.found.start && s_departed[i].bias == c.found.bias &&
+               strcmp(s_departed[i].path, c.found.path) == 0;
+    if (!seen)
+        s_departed[s_ndeparted++ % IP_MAX_DEPARTED] = c.found;
+    leave();
+}
+
+int32_t ip_departed_copy(ip_module *out, int32_t max)
+{
+    lock();
+    int32_t live = s_ndeparted < IP_MAX_DEPARTED ? s_ndeparted : IP_MAX_DEPARTED;
+    int32_t first = s_ndeparted - live; /* oldest kept, in ring order */
+    int32_t n = 0;
+    for (int32_t i = 0; i < live && n < max; i++)
+        out[n++] = s_departed[(first + i) % IP_MAX_DEPARTED];
+    unlock();
+    return n;
+}
+
+IP_EXPORT int dlclose(void *handle)
+{
+    static int (*real)(void *);
+    if (IP_UNLIKELY(real == NULL))
+        *(void **)&real = dlsym(RTLD_NEXT, "dlclose");
+    ip_thread *t = &ip_tls;
+    if (t->guard == 0 && t->state != IP_T_INTERNAL &&
+        __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE) {
+        int saved_errno = errno;
+        note_closing(handle);
+        errno = saved_errno;
+    }
+    return real(handle);
 }

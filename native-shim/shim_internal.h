@@ -91,6 +91,17 @@ static inline __attribute__((always_inline)) void ip_hook_leave(ip_thread *t)
         ip_stw_poll();
 }
 
+/* The dynamic linker's code, [lo, lo + size) (core.c finds it at start-up; 0 before). An event
+   whose caller is ld.so goes to the deferred log: ld.so may be inside its TLS bookkeeping
+   (_dl_update_slotinfo frees a module's stale TLS block, then clears the DTV entry), and the core
+   touches its own dynamic TLS, whose __tls_get_addr would run that same update again, nested,
+   and free the block twice (seen with dlopen/dlclose of a library with TLS). */
+extern uint64_t g_ip_loader_lo, g_ip_loader_size;
+static inline __attribute__((always_inline)) int ip_from_loader(uint64_t pc)
+{
+    return pc - g_ip_loader_lo < g_ip_loader_size;
+}
+
 /* deferred_log.c */
 IP_HIDDEN int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t reason,
                                uint64_t pc, uint64_t fp);
@@ -140,5 +151,6 @@ extern int g_ip_track_regions;
 extern uint64_t g_ip_regions_dropped;
 IP_HIDDEN void ip_regions_resolve(void);
 IP_HIDDEN int32_t ip_regions_copy(ip_region *out, int32_t max);
+IP_HIDDEN int32_t ip_departed_copy(ip_module *out, int32_t max);
 
 #endif

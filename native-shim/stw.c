@@ -323,8 +323,42 @@ void ip_stw_unmark_internal(void)
     s_self_internal = 0;
 }
 
+/* ---- fork vs stop ----------------------------------------------------------------------------
+ * The shim's fork prepare handler takes every metadata lock and holds it across fork(), which
+ * then takes glibc's malloc and stdio locks. If the world were stopped meanwhile, a parked thread
+ * could hold one of those glibc locks: the forking thread (never parked: it is inside the core's
+ * locks) would wait for it forever, and the scan for our locks. So a fork and a stop exclude each
+ * other: a fork waits until no stop is in progress before it counts itself in s_forking, and a
+ * stop waits (bounded) until s_forking is 0 after it has made ip_stw_gen odd. Both sides publish
+ * then check with sequentially consistent atomics (Dekker), so one of them always sees the other. */
+static uint32_t s_forking; /* futex word: forks between their prepare and parent handlers */
+
+void ip_stw_fork_enter(void)
+{
+    for (;;) {
+        uint32_t g = __atomic_load_n(&ip_stw_gen, __ATOMIC_SEQ_CST);
+        if (g & 1) {
+            struct timespec rel = {0, 10000000};
+            futex_wait(&ip_stw_gen, g, &rel); /* woken by the resume (or parked by the stop) */
+            continue;
+        }
+        __atomic_add_fetch(&s_forking, 1, __ATOMIC_SEQ_CST);
+        if ((__atomic_load_n(&ip_stw_gen, __ATOMIC_SEQ_CST) & 1) == 0)
+            return;
+        __atomic_sub_fetch(&s_forking, 1, __ATOMIC_SEQ_CST); /* a stop began: let it run first */
+        futex_wake(&s_forking, INT_MAX);
+    }
+}
+
+void ip_stw_fork_leave(void)
+{
+    __atomic_sub_fetch(&s_forking, 1, __ATOMIC_SEQ_CST);
+    futex_wake(&s_forking, INT_MAX);
+}
+
 void ip_stw_after_fork_child(void)
 {
+    __atomic_store_n(&s_forking, 0, __ATOMIC_SEQ_CST);
     int was_internal = s_self_internal != 0;
     memset(s_internal, 0, sizeof s_internal);
     STORE(&s_internal_hw, 0);
@@ -676,8 +710,22 @@ int ip_stw_stop(ip_stopped_thread *out, int max, int timeout_ms)
     s_nslots = 0;
     STORE(&s_arrived, 0);
     c.g = LOAD(&ip_stw_gen) + 1;
-    STORE(&ip_stw_gen, c.g);
+    __atomic_store_n(&ip_stw_gen, c.g, __ATOMIC_SEQ_CST);
     s_resume_wait_ms = timeout_ms > 100 ? timeout_ms : 100;
+
+    /* No fork may be between its prepare and parent handlers while the world is stopped (see
+       ip_stw_fork_enter): wait for those in flight, bounded; new ones wait for the resume. */
+    for (uint32_t f; (f = __atomic_load_n(&s_forking, __ATOMIC_SEQ_CST)) != 0;) {
+        if (now_ns() >= c.deadline) {
+            __atomic_store_n(&ip_stw_gen, c.g + 1, __ATOMIC_SEQ_CST);
+            futex_wake(&ip_stw_gen, INT_MAX);
+            STORE(&s_busy, 0);
+            errno = EAGAIN;
+            return -1;
+        }
+        struct timespec rel = {0, 1000000};
+        futex_wait(&s_forking, f, &rel);
+    }
 
     int err = 0;
     for (int pass = 0; pass < IP_STW_PASSES; pass++) {

@@ -114,6 +114,13 @@ static inline void ip_stw_poll(void)
         ip_stw_poll_slow();
 }
 
+/* A fork and a stop exclude each other (see stw.c): the fork prepare handler calls
+   ip_stw_fork_enter before it takes any lock (it waits while a stop is in progress), the parent
+   handler calls ip_stw_fork_leave; the child calls ip_stw_after_fork_child. ip_stw_stop waits,
+   bounded by its timeout, for forks in flight, and fails with EAGAIN if one does not finish. */
+IP_HIDDEN void ip_stw_fork_enter(void);
+IP_HIDDEN void ip_stw_fork_leave(void);
+
 /* The signal installed by ip_stw_init (0 before). */
 IP_HIDDEN int ip_stw_signal(void);
 

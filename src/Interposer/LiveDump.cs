@@ -25,7 +25,7 @@ internal static unsafe class LiveDump
             blocks.Add(new BlockInfo(r.Address, r.Size, now > r.TimeNs ? (now - r.TimeNs) / 1e9 : 0,
                                      r.Tid, Recorder.Threads.NameOf(r.ThreadIndex), r.StackId, crc, frames.ToArray()));
         }
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps());
+        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(Scanning.LeakScanner.DepartedModules(Recorder.Api)));
         string text = LiveBlockReport.Render(blocks, pid, symbolizer, Statistics());
         string? error = ReportFile.WriteAtomically(ReportFile.ExpandPath(pathTemplate, pid), text, Diagnostics.RawBytes);
         if (error != null)
@@ -39,5 +39,6 @@ internal static unsafe class LiveDump
     public static string Statistics() =>
         $"stacks: {Recorder.Depot.Count}, threads: {Recorder.Threads.Count - 1}, " +
         $"deferred events replayed: {Recorder.ReplayedEvents}, deferred events lost: {Recorder.DeferredDropped}, " +
-        $"stale records replaced: {Recorder.ReplacedRecords}, table bytes: {Recorder.Table.SlotBytes}";
+        $"stale records replaced: {Recorder.ReplacedRecords}, replay waits given up: {Recorder.ReplayGaveUp}, " +
+        $"table bytes: {Recorder.Table.SlotBytes}";
 }

@@ -33,6 +33,7 @@ internal enum DeferredReason : uint
     Early = 1,
     Nested = 2,
     Exiting = 4,
+    Loader = 8,
 }
 
 [System.Flags]
@@ -72,6 +73,16 @@ internal unsafe struct IpStoppedThread
     public fixed ulong Regs[18];
     public ulong Tcb;
     public ulong Reserved;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpModule
+{
+    public ulong Start;
+    public ulong End;
+    public ulong Bias;
+    public ulong FileOffset;
+    public fixed byte Path[224];
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -156,6 +167,8 @@ internal unsafe struct IpShimApi
     public ulong* RegionsDropped;
     public IpTlsRange* TlsExclude;
     public ulong TlsExcludeCount;
+    public delegate* unmanaged<IpModule*, int, int> DepartedModules;
+    public int Reserved;
 }
 
 [StructLayout(LayoutKind.Sequential)]

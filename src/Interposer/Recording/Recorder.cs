@@ -34,12 +34,14 @@ internal static unsafe class Recorder
     private static ulong s_applied;             // deferred entries popped *and applied*; under _replayLock
     private static long s_replayedEvents;       // statistics
     private static long s_replacedRecords;      // inserts that found a stale record (a free we never saw)
+    private static long s_replayGaveUp;         // direct events that stopped waiting for an unpublished entry
 
     public static AllocationTable Table => s_table;
     public static StackDepot Depot => s_depot;
     public static ThreadRegistry Threads => s_threads;
     public static long ReplayedEvents => Volatile.Read(ref s_replayedEvents);
     public static long ReplacedRecords => Volatile.Read(ref s_replacedRecords);
+    public static long ReplayGaveUp => Volatile.Read(ref s_replayGaveUp);
     public static ulong DeferredDropped => s_api != null && s_api->DeferredDropped != null ? *s_api->DeferredDropped : 0;
 
     public static void Start(IpShimApi* api, Settings settings)
@@ -137,7 +139,35 @@ internal static unsafe class Recorder
     public static void ReplayIfPending()
     {
         if (Volatile.Read(ref *s_api->DeferredEnqueued) != Volatile.Read(ref s_applied))
+            ReplayCaughtUp();
+    }
+
+    // A replay stops at the first entry that is reserved but not yet published (its producer is
+    // between the two steps, or preempted there). The entries behind it may include the free of
+    // the very address this direct event is about to insert: applied after the insert, that free
+    // would delete the new block's record (the block then vanishes from every report). So a
+    // direct event waits until everything enqueued before it is applied. The wait is bounded: a
+    // producer interrupted by a signal whose handler allocates on the same thread can never
+    // publish while we wait; after ~10 ms we go on (counted in s_replayGaveUp).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void ReplayCaughtUp()
+    {
+        ulong target = Volatile.Read(ref *s_api->DeferredEnqueued);
+        for (int round = 0; ; round++)
+        {
             Replay();
+            if ((long)(Volatile.Read(ref s_applied) - target) >= 0)
+                return;
+            if (round >= 2000)
+            {
+                Interlocked.Increment(ref s_replayGaveUp);
+                return;
+            }
+            if (round < 50)
+                Thread.SpinWait(20);
+            else
+                Interop.Libc.SchedYield();
+        }
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]

@@ -120,6 +120,12 @@ internal static unsafe class LeakScanner
             work.Reset();
             long stopCall = Stopwatch.GetTimestamp();
             stopped = api->StwStop(s_threads, MaxThreads, s_settings.StopTimeoutMs);
+            // EAGAIN: a fork held our locks for the whole stop timeout (stw.c, "fork vs stop").
+            for (int again = 0; stopped < 0 && Marshal.GetLastSystemError() == 11 && again < 20; again++)
+            {
+                Thread.Sleep(5);
+                stopped = api->StwStop(s_threads, MaxThreads, s_settings.StopTimeoutMs);
+            }
             work.StopLatencyTicks = Stopwatch.GetTimestamp() - stopCall;
             if (stopped < 0)
             {
@@ -222,7 +228,7 @@ internal static unsafe class LeakScanner
         foreach (var l in leaks)
             blocksOut.Add(l.Block);
         long rendering = Stopwatch.GetTimestamp();
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps());
+        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)));
         string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary);
         work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
@@ -241,6 +247,11 @@ internal static unsafe class LeakScanner
         // Debugging aid for "why is this block not reported?": INTERPOSER_DEBUG_WHY=0xADDR lists
         // the root words that point into the block containing ADDR (re-read after the resume).
         string? why = Environment.GetEnvironmentVariable("INTERPOSER_DEBUG_WHY");
+        if (why != null && why.StartsWith('@')) // @FILE: the address is read from FILE at each scan
+        {
+            try { why = System.IO.File.ReadAllText(why[1..]).Trim(); }
+            catch (Exception) { why = null; }
+        }
         if (why != null && ulong.TryParse(why.StartsWith("0x") ? why[2..] : why, System.Globalization.NumberStyles.HexNumber, null, out ulong whyAddr))
         {
             int k = work.Index.Find(whyAddr);
@@ -257,6 +268,24 @@ internal static unsafe class LeakScanner
                 Diagnostics.Message($"  thread {s_threads[i].Tid}: {(StwState)s_threads[i].State}, sp 0x{s_threads[i].Sp:x}, tcb 0x{s_threads[i].Tcb:x}");
         }
         return 0;
+    }
+
+    /// <summary>Libraries dlclose'd so far, as the shim noted them (see native-shim/regions.c).</summary>
+    internal static List<Module> DepartedModules(IpShimApi* api)
+    {
+        var list = new List<Module>();
+        if (api == null || api->DepartedModules == null)
+            return list;
+        const int Max = 128;
+        IpModule* buffer = stackalloc IpModule[Max];
+        int n = Math.Min(api->DepartedModules(buffer, Max), Max);
+        for (int i = 0; i < n; i++)
+        {
+            string? path = Marshal.PtrToStringUTF8((IntPtr)buffer[i].Path);
+            if (!string.IsNullOrEmpty(path))
+                list.Add(new Module(path, buffer[i].Bias, buffer[i].Start, buffer[i].End, buffer[i].FileOffset));
+        }
+        return list;
     }
 
     private static string ThreadComm(int tid)

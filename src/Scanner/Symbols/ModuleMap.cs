@@ -75,6 +75,27 @@ internal sealed class ModuleMap
         return new ModuleMap(modules.ToArray());
     }
 
+    /// <summary>
+    /// This map plus modules that are gone (dlclose'd libraries, noted before they were unmapped),
+    /// for the address ranges no current module covers: a leak allocated by a closed library
+    /// still gets function+offset (read from its file) or module+offset. A range reused by a
+    /// library loaded later belongs to the current one.
+    /// </summary>
+    public ModuleMap WithDeparted(IEnumerable<Module> departed)
+    {
+        var all = new List<Module>(_modules);
+        foreach (Module d in departed)
+        {
+            bool overlaps = false;
+            foreach (Module m in all)
+                overlaps |= d.Start < m.End && m.Start < d.End;
+            if (!overlaps && d.Start < d.End)
+                all.Add(d);
+        }
+        all.Sort(static (a, b) => a.Start.CompareTo(b.Start));
+        return new ModuleMap(all.ToArray());
+    }
+
     /// <summary>The executable mapping containing address, or null (anonymous JIT code, unmapped).</summary>
     public Module? Find(ulong address)
     {

@@ -80,6 +80,7 @@ public unsafe class AbiLayoutTests
             new("ip_walk_cache", typeof(IpWalkCache), sizeof(IpWalkCache), new Dictionary<string, string>(), PointerOffsetsOfWalkCache()),
             new("ip_core_config", typeof(IpCoreConfig), sizeof(IpCoreConfig), new Dictionary<string, string>(), new Dictionary<string, long>()),
             new("ip_stopped_thread", typeof(IpStoppedThread), sizeof(IpStoppedThread), new Dictionary<string, string>(), PointerOffsetsOfStoppedThread()),
+            new("ip_module", typeof(IpModule), sizeof(IpModule), new Dictionary<string, string>(), PointerOffsetsOfModule()),
             new("ip_tls_range", typeof(IpTlsRange), sizeof(IpTlsRange), new Dictionary<string, string>(), new Dictionary<string, long>()),
             new("ip_region", typeof(IpRegion), sizeof(IpRegion), new Dictionary<string, string>(), new Dictionary<string, long>()),
         };
@@ -156,7 +157,15 @@ public unsafe class AbiLayoutTests
             ["ProgramRegions"] = (byte*)&a.ProgramRegions - b,
             ["RegionsDropped"] = (byte*)&a.RegionsDropped - b,
             ["TlsExclude"] = (byte*)&a.TlsExclude - b,
+            ["DepartedModules"] = (byte*)&a.DepartedModules - b,
         };
+    }
+
+    private static Dictionary<string, long> PointerOffsetsOfModule()
+    {
+        IpModule m = default;
+        byte* b = (byte*)&m;
+        return new() { ["Path"] = (byte*)m.Path - b };
     }
 
     private static Dictionary<string, long> PointerOffsetsOfStoppedThread()
@@ -272,6 +281,7 @@ public unsafe class AbiLayoutTests
             ("IP_DEFER_EARLY", DeferredReason.Early),
             ("IP_DEFER_NESTED", DeferredReason.Nested),
             ("IP_DEFER_EXITING", DeferredReason.Exiting),
+            ("IP_DEFER_LOADER", DeferredReason.Loader),
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
             ("IP_REC_REPORTED", RecordFlags.Reported),
             ("IP_SCAN_SIGNAL", ScanReason.Signal),

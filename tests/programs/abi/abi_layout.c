@@ -69,6 +69,8 @@ int main(void)
     FIELD(ip_shim_api, regions_dropped);
     FIELD(ip_shim_api, tls_exclude);
     FIELD(ip_shim_api, tls_exclude_count);
+    FIELD(ip_shim_api, departed_modules);
+    FIELD(ip_shim_api, reserved);
 
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
@@ -99,6 +101,13 @@ int main(void)
     FIELD(ip_stopped_thread, tcb);
     FIELD(ip_stopped_thread, reserved);
 
+    STRUCT(ip_module);
+    FIELD(ip_module, start);
+    FIELD(ip_module, end);
+    FIELD(ip_module, bias);
+    FIELD(ip_module, file_offset);
+    FIELD(ip_module, path);
+
     STRUCT(ip_tls_range);
     FIELD(ip_tls_range, offset);
     FIELD(ip_tls_range, size);
@@ -120,6 +129,7 @@ int main(void)
     ENUM(IP_DEFER_EARLY);
     ENUM(IP_DEFER_NESTED);
     ENUM(IP_DEFER_EXITING);
+    ENUM(IP_DEFER_LOADER);
     ENUM(IP_REC_DEFERRED);
     ENUM(IP_REC_REPORTED);
     ENUM(IP_SCAN_SIGNAL);
