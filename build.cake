@@ -2,6 +2,7 @@
 //   Build  the preloadable library: artifacts/lib/libinterposer.so (+ libinterposer_core.so)
 //   Demo   build, run the bundled leaky program under the library, print what it reports
 //   Test   build, run every test; the output ends with "N passed, N failed"
+//   Trust  build, run the host-safety suite (issue 4) and print its figures; --soak for 30 min loads
 //   Bench  build, run the allocation benchmark against glibc and liblsan, then the leak-scan
 //          benchmark against liblsan's leak check
 #load "build/context.cake"
@@ -67,7 +68,49 @@ Task("Demo")
 
 Task("Test")
     .IsDependentOn("Build")
+    .Does<BuildContext>(ctx => RunTests(ctx, ctx.TestFilter, new Dictionary<string, string>()));
+
+// Trust: the host-safety suite alone (issue 4), with its figures. --soak runs each load for
+// 30 minutes instead of 30 s and fuzzes each parser for 5 minutes.
+Task("Trust")
+    .IsDependentOn("Build")
     .Does<BuildContext>(ctx =>
+{
+    bool soak = HasArgument("soak");
+    var env = new Dictionary<string, string>
+    {
+        ["TRUST_SECONDS"] = soak ? "1800" : "30",
+        ["TRUST_FUZZ_SECONDS"] = soak ? "300" : "5",
+    };
+    Exception failure = null;
+    try { RunTests(ctx, "FullyQualifiedName~Interposer.Tests.Trust", env); }
+    catch (Exception e) { failure = e; }
+    var trx = ctx.TestResults.CombineWithFilePath("results.trx");
+    if (FileExists(trx))
+    {
+        Information("");
+        Information("Trust figures (rerun: ./build.sh --target=Trust" + (soak ? " --soak" : "") + "):");
+        foreach (var e in System.Xml.Linq.XDocument.Load(trx.FullPath).Descendants().Where(e => e.Name.LocalName == "UnitTestResult"))
+        {
+            var output = e.Descendants().FirstOrDefault(d => d.Name.LocalName == "StdOut")?.Value?.Trim();
+            Information($"  {e.Attribute("outcome")?.Value,-7} {e.Attribute("testName")?.Value} ({e.Attribute("duration")?.Value})"
+                        + (string.IsNullOrEmpty(output) ? "" : ": " + output.Replace("\n", "; ")));
+        }
+    }
+    if (failure != null) throw failure;
+});
+
+Task("Bench")
+    .IsDependentOn("Build")
+    .Does<BuildContext>(ctx =>
+{
+    Native.Run(Context, "bash", $"scripts/bench.sh {ctx.LibDir.FullPath}", ctx.Root);
+    Native.Run(Context, "bash", $"scripts/bench_scan.sh {ctx.LibDir.FullPath}", ctx.Root);
+});
+
+// Runs the NUnit project (filter may be null), with env for the test processes; the summary line
+// "N passed, N failed" comes from the trx file.
+void RunTests(BuildContext ctx, string filter, Dictionary<string, string> env)
 {
     CleanDirectory(ctx.TestResults);
     var settings = new DotNetTestSettings
@@ -76,8 +119,10 @@ Task("Test")
         ResultsDirectory = ctx.TestResults,
         Loggers = { "trx;LogFileName=results.trx", "console;verbosity=normal" },
         EnvironmentVariables = { ["INTERPOSER_LIB_DIR"] = ctx.LibDir.FullPath },
-        Filter = string.IsNullOrEmpty(ctx.TestFilter) ? null : ctx.TestFilter,
+        Filter = string.IsNullOrEmpty(filter) ? null : filter,
     };
+    foreach (var kv in env)
+        settings.EnvironmentVariables[kv.Key] = kv.Value;
     Exception failure = null;
     try { DotNetTest("tests/Interposer.Tests/Interposer.Tests.csproj", settings); }
     catch (Exception e) { failure = e; }
@@ -97,15 +142,7 @@ Task("Test")
         ctx.Summary = "0 passed, 1 failed";
     }
     if (failure != null) throw failure;
-});
-
-Task("Bench")
-    .IsDependentOn("Build")
-    .Does<BuildContext>(ctx =>
-{
-    Native.Run(Context, "bash", $"scripts/bench.sh {ctx.LibDir.FullPath}", ctx.Root);
-    Native.Run(Context, "bash", $"scripts/bench_scan.sh {ctx.LibDir.FullPath}", ctx.Root);
-});
+}
 
 //////////////////////////////////////////////////////////////////////
 // TEARDOWN: the test summary is the last line a reader (and CI) sees.
