@@ -77,6 +77,7 @@ static const ip_shim_api s_api = {
     .pthread_size = 0,
     .regions_dropped = &g_ip_regions_dropped,
     .departed_modules = ip_departed_copy,
+    .root_regions = ip_root_regions_copy,
 };
 static ip_shim_api s_api_live;
 
@@ -171,6 +172,7 @@ static int load_core(void)
     IP_BIND(on_exit, "interposer_on_exit")
     IP_BIND(on_drain, "interposer_on_drain")
     IP_BIND(on_scan, "interposer_on_scan")
+    IP_BIND(annotate, "interposer_annotate")
     IP_BIND(live_blocks, "interposer_core_live_blocks")
     IP_BIND(dump, "interposer_core_dump")
 #undef IP_BIND

@@ -52,6 +52,7 @@ enum ip_deferred_reason {
 enum ip_record_flags {
     IP_REC_DEFERRED = 1,  /* recorded through the deferred log (shallow backtrace) */
     IP_REC_REPORTED = 2,  /* kmemleak's OBJECT_REPORTED: listed by a periodic scan already */
+    IP_REC_NO_SCAN = 4,   /* kmemleak_no_scan: its contents are never scanned */
 };
 
 /* Why a scan runs (interposer_on_scan). */
@@ -147,8 +148,22 @@ typedef struct ip_alloc_event {
     uint32_t thread_index; /* the core's thread registry index (from interposer_on_thread_start) */
     uint16_t kind;      /* enum ip_event_kind */
     uint16_t nframes;   /* number of entries in frames */
-    uint32_t reserved;
+    uint32_t flags;     /* enum ip_alloc_flags */
 } ip_alloc_event;
+
+/* ip_alloc_event.flags */
+enum ip_alloc_flags {
+    IP_ALLOC_NOT_LEAK = 1, /* allocated between __lsan_disable and __lsan_enable: min_count 0 */
+};
+
+/* What interposer_annotate does (kmemleak's and LeakSanitizer's annotation API). */
+enum ip_annotation {
+    IP_ANN_NOT_LEAK = 1,  /* kmemleak_not_leak, __lsan_ignore_object: min_count 0 (scanned, never reported) */
+    IP_ANN_IGNORE = 2,    /* kmemleak_ignore: black (never scanned, never reported) */
+    IP_ANN_NO_SCAN = 3,   /* kmemleak_no_scan: never scanned (may be reported) */
+    IP_ANN_ALLOC = 4,     /* kmemleak_alloc: a custom allocator's block [address, address+size), min_count value */
+    IP_ANN_FREE = 5,      /* kmemleak_free */
+};
 
 /*
  * One live block's metadata, as stored in the core's allocation table. Also used by the shim to
@@ -224,7 +239,9 @@ typedef struct ip_shim_api {
     uint64_t tls_exclude_count;
     /* Copies up to max of the libraries dlclose'd so far (newest last); returns how many. */
     int32_t (*departed_modules)(ip_module *out, int32_t max);
-    int32_t reserved;
+    /* Copies up to max of the regions registered with __lsan_register_root_region; returns how
+       many there are. Always scanned (they are the program's explicit roots). */
+    int32_t (*root_regions)(ip_region *out, int32_t max);
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */
@@ -255,8 +272,10 @@ int32_t interposer_on_fork(int32_t phase);
 /* Process exit, called on an internal thread: flush the deferred log and write at-exit output. */
 int32_t interposer_on_exit(void);
 /* Run one leak scan now (called on the scanner thread, or the exit worker with IP_SCAN_EXIT);
-   writes the report file. 0 = ok. */
+   writes the report file. Returns the number of unreferenced blocks found (>= 0), or -1. */
 int32_t interposer_on_scan(int32_t reason);
+/* An annotation on the block at address (enum ip_annotation). 1 = applied, 0 = no such block. */
+int32_t interposer_annotate(uint64_t address, uint64_t size, int32_t op, int32_t value);
 /* Replay the deferred log now (called by the shim's drainer thread when the log fills up while
    no host thread enters the core, e.g. exiting threads freeing a long list). */
 int32_t interposer_on_drain(void);

@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
         .thread_index = t->thread_index,
         .kind = kind,
         .nframes = 0,
-        .reserved = 0,
+        .flags = t->lsan_disabled > 0 ? IP_ALLOC_NOT_LEAK : 0,
     };
     ip_hook_enter(t);
     g_ip_core.on_alloc(&ev);
@@ -269,4 +269,17 @@ IP_EXPORT size_t malloc_usable_size(void *p)
     static void *real;
     size_t (*f)(void *) = (size_t(*)(void *))next_symbol(&real, "malloc_usable_size");
     return f(p);
+}
+
+/* kmemleak_alloc/kmemleak_free (api.c): a custom allocator's block, recorded like malloc's, with
+   the backtrace of kmemleak_alloc's caller (fp: kmemleak_alloc's frame). */
+void ip_record_external(void *p, size_t size, uint64_t fp)
+{
+    record_alloc(p, size, IP_EV_MALLOC, fp);
+}
+
+void ip_forget_external(void *p, uint64_t pc)
+{
+    if (p != NULL)
+        record_free(p, NULL, pc);
 }

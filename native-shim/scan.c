@@ -41,7 +41,7 @@ static uint32_t s_requested;        /* interposer_scan tickets handed out */
 static uint32_t s_completed;        /* futex word: tickets served (a scan that started after
                                        the ticket was taken serves it) */
 static int s_warned_handler, s_warned_pending;
-static int32_t s_last_rc;           /* result of the last signal-requested scan (interposer_scan) */
+static int32_t s_last_rc;           /* unreferenced blocks found by the last signal-requested scan, or -1 */
 
 static void scan_signal_handler(int sig, siginfo_t *info, void *uc)
 {
@@ -213,6 +213,13 @@ void ip_scan_after_fork_child(void)
 
 IP_EXPORT int32_t interposer_scan(void)
 {
+    int32_t leaks;
+    return ip_scan_and_wait(&leaks) == 0 && leaks >= 0 ? 0 : -1;
+}
+
+int32_t ip_scan_and_wait(int32_t *leaks)
+{
+    *leaks = -1;
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE || s_scanner_pid != getpid() ||
         ip_tls.guard != 0)
         return -1;
@@ -222,8 +229,10 @@ IP_EXPORT int32_t interposer_scan(void)
     uint64_t give_up = now_s() + 120;
     while (now_s() < give_up) {
         uint32_t done = __atomic_load_n(&s_completed, __ATOMIC_ACQUIRE);
-        if ((int32_t)(done - ticket) >= 0)
-            return __atomic_load_n(&s_last_rc, __ATOMIC_RELAXED);
+        if ((int32_t)(done - ticket) >= 0) {
+            *leaks = __atomic_load_n(&s_last_rc, __ATOMIC_RELAXED);
+            return *leaks >= 0 ? 0 : -1;
+        }
         syscall(SYS_futex, &s_completed, FUTEX_WAIT_PRIVATE, done, &step, NULL, 0);
     }
     ip_message("interposer_scan: no scan finished within 120 s", "");

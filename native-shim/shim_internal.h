@@ -37,6 +37,7 @@ typedef struct ip_thread {
     int tid;            /* cached gettid() */
     uint32_t thread_index; /* the core's registry index, once registered */
     int cancel_saved;   /* cancellation state saved by ip_hook_protect */
+    int lsan_disabled;  /* __lsan_disable depth: allocations while > 0 are never reported */
     int busy;           /* a record or region update is half done (realloc between its remove
                            and re-insert; the region table locked): the stop-the-world must not
                            park this thread now (see ip_may_park) */
@@ -124,6 +125,7 @@ typedef struct ip_core {
     int32_t (*on_exit)(void);
     int32_t (*on_drain)(void);
     int32_t (*on_scan)(int32_t);
+    int32_t (*annotate)(uint64_t, uint64_t, int32_t, int32_t);
     int64_t (*live_blocks)(void);
     int32_t (*dump)(const char *);
     ip_core_config config;
@@ -152,5 +154,14 @@ extern uint64_t g_ip_regions_dropped;
 IP_HIDDEN void ip_regions_resolve(void);
 IP_HIDDEN int32_t ip_regions_copy(ip_region *out, int32_t max);
 IP_HIDDEN int32_t ip_departed_copy(ip_module *out, int32_t max);
+
+/* malloc.c: a custom allocator's block (kmemleak_alloc/kmemleak_free) */
+IP_HIDDEN void ip_record_external(void *p, size_t size, uint64_t fp);
+IP_HIDDEN void ip_forget_external(void *p, uint64_t pc);
+
+/* api.c: the annotation API and LeakSanitizer's interface */
+IP_HIDDEN int32_t ip_root_regions_copy(ip_region *out, int32_t max);
+/* scan.c: runs a scan on the scanner thread and waits; *leaks = blocks found (-1 on failure). */
+IP_HIDDEN int32_t ip_scan_and_wait(int32_t *leaks);
 
 #endif

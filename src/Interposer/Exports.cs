@@ -130,6 +130,13 @@ internal static unsafe class Exports
         }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "interposer_annotate")]
+    private static int Annotate(ulong address, ulong size, int op, int value)
+    {
+        try { return Recorder.Annotate(address, size, (Annotation)op, value); }
+        catch (Exception e) { return Fail(e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "interposer_on_drain")]
     private static int OnDrain()
     {

@@ -42,6 +42,23 @@ internal enum RecordFlags : ushort
     None = 0,
     Deferred = 1,
     Reported = 2,
+    NoScan = 4,
+}
+
+[System.Flags]
+internal enum AllocFlags : uint
+{
+    None = 0,
+    NotLeak = 1,
+}
+
+internal enum Annotation
+{
+    NotLeak = 1,
+    Ignore = 2,
+    NoScan = 3,
+    Alloc = 4,
+    Free = 5,
 }
 
 internal enum ScanReason
@@ -116,7 +133,7 @@ internal unsafe struct IpAllocEvent
     public uint ThreadIndex;
     public ushort Kind;
     public ushort NFrames;
-    public uint Reserved;
+    public uint Flags;
 }
 
 /// <summary>One live block's metadata (ip_record). Stored by value in the allocation table.</summary>
@@ -168,7 +185,7 @@ internal unsafe struct IpShimApi
     public IpTlsRange* TlsExclude;
     public ulong TlsExcludeCount;
     public delegate* unmanaged<IpModule*, int, int> DepartedModules;
-    public int Reserved;
+    public delegate* unmanaged<IpRegion*, int, int> RootRegions;
 }
 
 [StructLayout(LayoutKind.Sequential)]

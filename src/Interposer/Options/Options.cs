@@ -30,6 +30,7 @@ internal sealed class Settings
     public bool ReportAtExit;
     public int MinAgeMs;
     public int StopTimeoutMs = 1000;
+    public int MaxReported = 1000;
     public bool UseGlobals = true;
     public bool UseStacks = true;
     public bool UseRegisters = true;
@@ -129,6 +130,8 @@ internal static class OptionTable
             "Blocks younger than this are never reported (they are scanned as roots instead: a block being filled in).", Min: 0, Max: int.MaxValue),
         new("stop_timeout_ms", OptionType.Int, "1000",
             "How long a scan waits for a thread to stop before it scans that thread's stack as it runs and names it in the report.", Min: 10, Max: 60000),
+        new("max_reported", OptionType.Int, "1000",
+            "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
         new("use_globals", OptionType.Bool, "1",
             "Roots: the writable segments (.data, .bss) of every loaded object, dlopen'ed ones included."),
         new("use_stacks", OptionType.Bool, "1",
@@ -229,6 +232,7 @@ internal static class OptionTable
             case "scan_interval_s": s.ScanIntervalS = v; break;
             case "min_age_ms": s.MinAgeMs = v; break;
             case "stop_timeout_ms": s.StopTimeoutMs = v; break;
+            case "max_reported": s.MaxReported = v; break;
         }
     }
 

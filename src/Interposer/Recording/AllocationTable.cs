@@ -302,6 +302,31 @@ internal sealed unsafe class AllocationTable
             VisitShard(s, ref visitor);
     }
 
+    /// <summary>Sets min_count (when given) and flag bits of the record at address. False when there is none.</summary>
+    public bool Update(ulong address, short? minCount, ushort setFlags)
+    {
+        ulong h = Hash(address);
+        Shard* shard = &_shards[ShardOf(address)];
+        SpinLockWord.Enter(ref shard->Lock);
+        int bits = shard->CapacityBits;
+        int mask = (1 << bits) - 1;
+        bool found = false;
+        for (int i = SlotOf(h, bits); shard->Slots[i].Address != 0; i = (i + 1) & mask)
+        {
+            if (shard->Slots[i].Address == address)
+            {
+                if (minCount.HasValue)
+                    shard->Slots[i].MinCount = minCount.Value;
+                shard->Slots[i].Flags |= setFlags;
+                shard->Version++; // the scan's snapshot of this shard is stale
+                found = true;
+                break;
+            }
+        }
+        SpinLockWord.Exit(ref shard->Lock);
+        return found;
+    }
+
     /// <summary>Sets and clears flag bits of the record at address if it is still the block born at timeNs.</summary>
     public bool UpdateFlags(ulong address, ulong timeNs, ushort set, ushort clear)
     {

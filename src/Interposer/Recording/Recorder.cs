@@ -13,6 +13,7 @@
 //
 // Hot-path cost (scripts/bench): reverse P/Invoke ~7 ns, unwind a few ns per frame, CRC-32C
 // depot lookup ~1 ns per frame, one shard insert ~10 ns. Nothing here allocates managed memory.
+using System;
 using System.Runtime.CompilerServices;
 using System.Threading;
 using Interposer.Native;
@@ -88,9 +89,24 @@ internal static unsafe class Recorder
         record.StackId = stackId;
         record.ThreadIndex = ev->ThreadIndex;
         record.Flags = 0;
-        record.MinCount = 1;
+        record.MinCount = (short)((ev->Flags & (uint)AllocFlags.NotLeak) != 0 ? 0 : 1); // __lsan_disable
         Insert(record);
         return 0;
+    }
+
+    /// <summary>kmemleak's and LeakSanitizer's annotations (native-shim/api.c). 1 = applied, 0 = no such block.</summary>
+    public static int Annotate(ulong address, ulong size, Annotation op, int value)
+    {
+        ReplayIfPending();
+        return op switch
+        {
+            Annotation.NotLeak => s_table.Update(address, minCount: 0, setFlags: 0) ? 1 : 0,
+            Annotation.Ignore => s_table.Update(address, minCount: -1, setFlags: 0) ? 1 : 0,
+            Annotation.NoScan => s_table.Update(address, minCount: null, setFlags: (ushort)RecordFlags.NoScan) ? 1 : 0,
+            Annotation.Alloc => s_table.Update(address, minCount: (short)Math.Clamp(value, -1, short.MaxValue), setFlags: 0) ? 1 : 0,
+            Annotation.Free => s_table.Remove(address, null) ? 1 : 0,
+            _ => 0,
+        };
     }
 
     private static int Copy(ulong* from, int count, ulong* to)

@@ -167,6 +167,13 @@ internal sealed unsafe class InStopWork
             for (int i = 0; i < Math.Min(n, maxRegions); i++)
                 ScanReadable(ref reader, maps, regions[i].Start, regions[i].End);
         }
+        // Regions the program registered with __lsan_register_root_region: always roots.
+        if (_api->RootRegions != null)
+        {
+            int n = _api->RootRegions(regions, maxRegions);
+            for (int i = 0; i < Math.Min(n, maxRegions); i++)
+                ScanReadable(ref reader, maps, regions[i].Start, regions[i].End);
+        }
         RegionBytes = _marker.Stats.RootBytes - before;
 
         for (int i = 0; i < nthreads; i++)

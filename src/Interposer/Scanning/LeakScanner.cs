@@ -62,7 +62,8 @@ internal static unsafe class LeakScanner
         s_reportPath = settings.ReportPathOrDefault();
     }
 
-    /// <summary>Runs one scan and writes its report. 0 = ok; -1 = it could not run (said on stderr).</summary>
+    /// <summary>Runs one scan and writes its report. Returns the unreferenced blocks it reported (a
+    /// periodic scan: the new ones), or -1 when it could not run or write (said on stderr).</summary>
     public static int Run(ScanReason reason)
     {
         lock (s_scanLock)
@@ -102,7 +103,8 @@ internal static unsafe class LeakScanner
             int minCount = records[i].MinCount;
             if (minCount > 0 && minAgeNs > 0 && now - records[i].TimeNs < minAgeNs)
                 minCount = 0; // young: a root, never reported
-            blocks[i] = new HeapBlock(records[i].Address, records[i].Size, minCount, BlockFlags.None, i);
+            BlockFlags flags = (records[i].Flags & (ushort)RecordFlags.NoScan) != 0 ? BlockFlags.NoScan : BlockFlags.None;
+            blocks[i] = new HeapBlock(records[i].Address, records[i].Size, minCount, flags, i);
         }
         long snapshotted = Stopwatch.GetTimestamp();
         var index = BlockIndex.Build(blocks);
@@ -195,7 +197,7 @@ internal static unsafe class LeakScanner
             if (reason == ScanReason.Periodic && wasReported)
                 continue; // kmemleak's OBJECT_REPORTED: a periodic scan logs each leak once
             leaks.Add((r.TimeNs, new LeakedBlock(r.Address, r.Size, now > r.TimeNs ? (now - r.TimeNs) / 1e9 : 0, r.Tid,
-                Recorder.Threads.NameOf(r.ThreadIndex), crc, frames.ToArray(), work.HeadOf(k), marker.IsIndirect(k))));
+                Recorder.Threads.NameOf(r.ThreadIndex), crc, frames.ToArray(), work.HeadOf(k), marker.IsIndirect(k), r.StackId)));
         }
         leaks.Sort(static (a, b) => a.Time != b.Time ? a.Time.CompareTo(b.Time) : a.Block.Address.CompareTo(b.Block.Address));
 
@@ -223,13 +225,13 @@ internal static unsafe class LeakScanner
             marker.Stats.RootBytes + marker.Stats.BlockBytes);
 
         if (reason == ScanReason.Periodic && leaks.Count == 0 && notes.Count == 0)
-            return 0; // nothing new: kmemleak's periodic scan stays quiet too
+            return 0; // nothing new: kmemleak's periodic scan stays quiet too (and found 0 new)
         var blocksOut = new List<LeakedBlock>(leaks.Count);
         foreach (var l in leaks)
             blocksOut.Add(l.Block);
         long rendering = Stopwatch.GetTimestamp();
         var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)));
-        string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary);
+        string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported);
         work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
         string? error = ReportFile.WriteAtomically(path, text, Diagnostics.RawBytes);
@@ -244,6 +246,7 @@ internal static unsafe class LeakScanner
             Diagnostics.Message($"{leaks.Count} unreferenced blocks at exit (see {path})");
         else if (s_settings.Verbosity >= 1)
             Diagnostics.Message($"scan: {leaks.Count} unreferenced blocks; report in {path}");
+        int found = leaks.Count;
         // Debugging aid for "why is this block not reported?": INTERPOSER_DEBUG_WHY=0xADDR lists
         // the root words that point into the block containing ADDR (re-read after the resume).
         string? why = Environment.GetEnvironmentVariable("INTERPOSER_DEBUG_WHY");
@@ -267,7 +270,7 @@ internal static unsafe class LeakScanner
             for (int i = 0; i < nthreads; i++)
                 Diagnostics.Message($"  thread {s_threads[i].Tid}: {(StwState)s_threads[i].State}, sp 0x{s_threads[i].Sp:x}, tcb 0x{s_threads[i].Tcb:x}");
         }
-        return 0;
+        return found;
     }
 
     /// <summary>Libraries dlclose'd so far, as the shim noted them (see native-shim/regions.c).</summary>

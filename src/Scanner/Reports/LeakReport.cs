@@ -13,6 +13,7 @@
 using System;
 using System.Collections.Generic;
 using System.Globalization;
+using System.Linq;
 using System.Text;
 using Interposer.Scanner.Symbols;
 
@@ -21,7 +22,7 @@ namespace Interposer.Scanner.Reports;
 /// <summary>One unreferenced block. Head: its first bytes, copied while the world was stopped.</summary>
 internal sealed record LeakedBlock(
     ulong Address, ulong Size, double AgeSeconds, int Tid, string ThreadName, uint Crc, ulong[] Frames, byte[] Head,
-    bool Indirect);
+    bool Indirect, uint StackId = 0);
 
 /// <summary>What one scan did, for the summary line.</summary>
 internal sealed record ScanSummary(
@@ -32,12 +33,23 @@ internal static class LeakReport
 {
     public const string SummaryPrefix = "summary: ";
 
+    /// <summary>
+    /// The report text. maxReported caps the per-block list (0: no cap); the summary by stack and
+    /// the summary line always count every block.
+    /// </summary>
     public static string Render(IReadOnlyList<LeakedBlock> blocks, int pid, Symbolizer symbolizer,
-                                IReadOnlyList<string> notes, ScanSummary summary)
+                                IReadOnlyList<string> notes, ScanSummary summary, int maxReported = 0)
     {
         var c = CultureInfo.InvariantCulture;
-        var sb = new StringBuilder(256 + blocks.Count * 400);
+        int listed = maxReported > 0 ? Math.Min(maxReported, blocks.Count) : blocks.Count;
+        var sb = new StringBuilder(256 + listed * 400);
         var frameText = new Dictionary<ulong, string>();
+        string Frame(ulong f)
+        {
+            if (!frameText.TryGetValue(f, out string? text))
+                frameText[f] = text = symbolizer.Symbolize(f).Format();
+            return text;
+        }
         ulong bytes = 0;
         int indirect = 0;
         foreach (LeakedBlock b in blocks)
@@ -45,8 +57,13 @@ internal static class LeakReport
             bytes += b.Size;
             if (b.Indirect)
                 indirect++;
+        }
+        for (int i = 0; i < listed; i++)
+        {
+            LeakedBlock b = blocks[i];
             sb.Append(c, $"unreferenced object 0x{b.Address:x} (size {b.Size}):\n");
             sb.Append(c, $"  comm \"{b.ThreadName}\", pid {pid}, tid {b.Tid}, age {b.AgeSeconds:F3}s\n");
+            sb.Append(b.Indirect ? "  indirect: only other unreferenced blocks point to it\n" : "  direct: nothing points to it\n");
             if (b.Head.Length > 0)
             {
                 sb.Append(c, $"  hex dump (first {b.Head.Length} bytes):\n");
@@ -54,12 +71,11 @@ internal static class LeakReport
             }
             sb.Append(c, $"  backtrace (crc {b.Crc:x8}):\n");
             foreach (ulong f in b.Frames)
-            {
-                if (!frameText.TryGetValue(f, out string? text))
-                    frameText[f] = text = symbolizer.Symbolize(f).Format();
-                sb.Append("    ").Append(text).Append('\n');
-            }
+                sb.Append("    ").Append(Frame(f)).Append('\n');
         }
+        if (listed < blocks.Count)
+            sb.Append(c, $"... {blocks.Count - listed} more unreferenced blocks not listed (max_reported={maxReported}); the summaries below count them\n");
+        AppendStackSummary(sb, blocks, Frame);
         foreach (string note in notes)
             sb.Append(note).Append('\n');
         sb.Append(SummaryPrefix).Append(c,
@@ -69,6 +85,31 @@ internal static class LeakReport
             $"{summary.ScannedBytes} bytes scanned; {summary.ThreadsStopped} threads stopped, " +
             $"{summary.ThreadsNotStopped} not stopped\n");
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// Beyond kmemleak: the unreferenced blocks grouped by allocation stack and kind, largest first
+    /// (LeakSanitizer's "N byte(s) in M object(s) allocated from:"). Never capped.
+    /// </summary>
+    private static void AppendStackSummary(StringBuilder sb, IReadOnlyList<LeakedBlock> blocks, Func<ulong, string> frame)
+    {
+        if (blocks.Count == 0)
+            return;
+        var c = CultureInfo.InvariantCulture;
+        var groups = new Dictionary<(uint Crc, bool Indirect, string Key), (ulong Bytes, int Count, ulong[] Frames)>();
+        foreach (LeakedBlock b in blocks)
+        {
+            var key = (b.Crc, b.Indirect, b.StackId != 0 ? b.StackId.ToString(c) : string.Join(",", b.Frames));
+            groups[key] = groups.TryGetValue(key, out var g) ? (g.Bytes + b.Size, g.Count + 1, g.Frames) : (b.Size, 1, b.Frames);
+        }
+        sb.Append("unreferenced blocks by allocation stack, largest first:\n");
+        foreach (var (key, g) in groups.OrderByDescending(kv => kv.Value.Bytes).ThenByDescending(kv => kv.Value.Count)
+                                        .Select(kv => (kv.Key, kv.Value)))
+        {
+            sb.Append(c, $"  {g.Bytes} bytes in {g.Count} blocks ({(key.Indirect ? "indirect" : "direct")}) allocated from:\n");
+            foreach (ulong f in g.Frames)
+                sb.Append("    ").Append(frame(f)).Append('\n');
+        }
     }
 
     /// <summary>kmemleak's hex dump: 16 bytes a row, then their printable ASCII.</summary>

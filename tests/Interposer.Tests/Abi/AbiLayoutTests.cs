@@ -100,7 +100,7 @@ public unsafe class AbiLayoutTests
             ["WalkCache"] = (byte*)&e.WalkCache - b,
             ["StackLo"] = (byte*)&e.StackLo - b,
             ["NFrames"] = (byte*)&e.NFrames - b,
-            ["Reserved"] = (byte*)&e.Reserved - b,
+            ["Flags"] = (byte*)&e.Flags - b,
         };
     }
 
@@ -158,6 +158,7 @@ public unsafe class AbiLayoutTests
             ["RegionsDropped"] = (byte*)&a.RegionsDropped - b,
             ["TlsExclude"] = (byte*)&a.TlsExclude - b,
             ["DepartedModules"] = (byte*)&a.DepartedModules - b,
+            ["RootRegions"] = (byte*)&a.RootRegions - b,
         };
     }
 
@@ -284,6 +285,13 @@ public unsafe class AbiLayoutTests
             ("IP_DEFER_LOADER", DeferredReason.Loader),
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
             ("IP_REC_REPORTED", RecordFlags.Reported),
+            ("IP_REC_NO_SCAN", RecordFlags.NoScan),
+            ("IP_ALLOC_NOT_LEAK", AllocFlags.NotLeak),
+            ("IP_ANN_NOT_LEAK", Annotation.NotLeak),
+            ("IP_ANN_IGNORE", Annotation.Ignore),
+            ("IP_ANN_NO_SCAN", Annotation.NoScan),
+            ("IP_ANN_ALLOC", Annotation.Alloc),
+            ("IP_ANN_FREE", Annotation.Free),
             ("IP_SCAN_SIGNAL", ScanReason.Signal),
             ("IP_SCAN_PERIODIC", ScanReason.Periodic),
             ("IP_SCAN_EXIT", ScanReason.Exit),
@@ -327,6 +335,8 @@ public unsafe class AbiLayoutTests
         ("ip_deferred_reason", typeof(DeferredReason), "IP_DEFER_"),
         ("ip_record_flags", typeof(RecordFlags), "IP_REC_"),
         ("ip_scan_reason", typeof(ScanReason), "IP_SCAN_"),
+        ("ip_alloc_flags", typeof(AllocFlags), "IP_ALLOC_"),
+        ("ip_annotation", typeof(Annotation), "IP_ANN_"),
         ("ip_stw_state", typeof(StwState), "IP_STW_"),
         ("ip_stw_reg", typeof(StwReg), "IP_STW_"),
     };

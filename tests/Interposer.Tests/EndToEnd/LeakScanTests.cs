@@ -126,7 +126,7 @@ public sealed class LeakScanTests
     public void RootSwitchedOff_ItsBlocksAreReported(string mode, string option)
     {
         using var dir = new TempDir("scan-off-" + mode);
-        Outcome o = RunRoots(dir, mode, option + "=0");
+        Outcome o = RunRoots(dir, mode, option + "=0:max_reported=0");
         Assert.That(o.Keep, Is.Not.Empty);
         foreach (string keep in o.Keep)
             Assert.That(o.Reported, Does.Contain(keep), $"with {option}=0 the block {keep} held only there must be reported:\n{o.Report}");
@@ -143,6 +143,7 @@ public sealed class LeakScanTests
         string pattern =
             $@"unreferenced object {leak} \(size 48\):\n" +
             $@"  comm ""roots"", pid {o.Pid}, tid \d+, age \d+\.\d{{3}}s\n" +
+            @"  direct: nothing points to it\n" +
             @"  hex dump \(first 32 bytes\):\n" +
             @"    6c 65 61 6b 65 64 20 62 79 20 6d 61 6b 65 5f 6c  leaked by make_l\n" +
             @"    65 61 6b 00 [0-9a-f ]+ eak\.[^\n]*\n" +
@@ -161,6 +162,33 @@ public sealed class LeakScanTests
         Outcome cycle = RunRoots(dir, "cycle");
         Assert.That(cycle.Report.TrimEnd().Split('\n').Last(), Does.StartWith("summary: 2 unreferenced blocks (2 indirect)"),
             "a leaked cycle is all indirect, as in LeakSanitizer");
+    }
+
+    [Test]
+    public void Tree_EachBlockSaysDirectOrIndirect_SummaryGroupsByStack()
+    {
+        using var dir = new TempDir("scan-tree-kinds");
+        Outcome tree = RunRoots(dir, "tree");
+        string root = tree.Leak[0];
+        string[] children = tree.Leak.Skip(1).ToArray();
+        string KindOf(string address) =>
+            Regex.Match(tree.Report, $@"unreferenced object {address} \(size \d+\):\n  comm [^\n]*\n  (direct|indirect):").Groups[1].Value;
+        Assert.That(KindOf(root), Is.EqualTo("direct"), tree.Report);
+        Assert.That(children.Select(KindOf), Has.All.EqualTo("indirect"), tree.Report);
+        // The summary by stack: the root's stack (32 bytes, direct) and the children's (4 x 32, indirect).
+        Assert.That(tree.Report, Does.Contain("unreferenced blocks by allocation stack, largest first:\n  128 bytes in 4 blocks (indirect) allocated from:\n"), tree.Report);
+        Assert.That(tree.Report, Does.Contain("  32 bytes in 1 blocks (direct) allocated from:\n"));
+    }
+
+    [Test]
+    public void MaxReported_CapsTheList_NotTheSummaries()
+    {
+        using var dir = new TempDir("scan-max");
+        Outcome o = RunRoots(dir, "threads16", "max_reported=5");
+        Assert.That(o.Reported, Has.Length.EqualTo(5), "five blocks listed");
+        Assert.That(o.Report, Does.Contain("... 11 more unreferenced blocks not listed (max_reported=5)"));
+        Assert.That(o.Report, Does.Contain("768 bytes in 16 blocks (direct) allocated from:"), "the summary by stack counts all sixteen");
+        AssertSummary(o.Report, 16);
     }
 
     [Test]

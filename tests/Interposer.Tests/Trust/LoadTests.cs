@@ -33,7 +33,7 @@ public sealed class LoadTests
         using var dir = new TempDir("trust-churn");
         string report = dir.File("report.txt");
         RunResult r = Programs.Run(ChurnProgram, new[] { "16", Seconds.ToString(CultureInfo.InvariantCulture), leakEvery.ToString(CultureInfo.InvariantCulture), report },
-            preload: true, options: "report_path=" + report, timeoutSeconds: Seconds + 240);
+            preload: true, options: "max_reported=0:report_path=" + report, timeoutSeconds: Seconds + 240);
         TestContext.Out.WriteLine(r.Stdout.Trim());
         E2E.AssertCleanExit(r, "churn");
         Assert.Multiple(() =>
@@ -53,7 +53,7 @@ public sealed class LoadTests
         using var dir = new TempDir("trust-threads");
         string report = dir.File("report.txt");
         RunResult r = Programs.Run(Lifecycle, new[] { "threads", "3000", report }, preload: true,
-            options: "report_path=" + report, timeoutSeconds: 240);
+            options: "max_reported=0:report_path=" + report, timeoutSeconds: 240);
         TestContext.Out.WriteLine(r.Stdout.Trim());
         E2E.AssertCleanExit(r, "lifecycle threads");
         Assert.That(Field(r.Stdout, "leaked"), Is.GreaterThanOrEqualTo(3000));
@@ -67,7 +67,7 @@ public sealed class LoadTests
         string lib = Programs.Build("scan/tls_lib.c", "-shared -fPIC");
         int seconds = Math.Min(Seconds, 15);
         RunResult r = Programs.Run(Lifecycle, new[] { "forkdl", seconds.ToString(CultureInfo.InvariantCulture), report, lib },
-            preload: true, options: "report_path=" + report, timeoutSeconds: seconds + 240);
+            preload: true, options: "max_reported=0:report_path=" + report, timeoutSeconds: seconds + 240);
         TestContext.Out.WriteLine(r.Stdout.Trim());
         E2E.AssertCleanExit(r, "lifecycle forkdl");
         Assert.That(Field(r.Stdout, "forks"), Is.GreaterThan(0));

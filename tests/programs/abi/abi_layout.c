@@ -28,7 +28,7 @@ int main(void)
     FIELD(ip_alloc_event, thread_index);
     FIELD(ip_alloc_event, kind);
     FIELD(ip_alloc_event, nframes);
-    FIELD(ip_alloc_event, reserved);
+    FIELD(ip_alloc_event, flags);
 
     STRUCT(ip_record);
     FIELD(ip_record, address);
@@ -70,7 +70,7 @@ int main(void)
     FIELD(ip_shim_api, tls_exclude);
     FIELD(ip_shim_api, tls_exclude_count);
     FIELD(ip_shim_api, departed_modules);
-    FIELD(ip_shim_api, reserved);
+    FIELD(ip_shim_api, root_regions);
 
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
@@ -132,6 +132,13 @@ int main(void)
     ENUM(IP_DEFER_LOADER);
     ENUM(IP_REC_DEFERRED);
     ENUM(IP_REC_REPORTED);
+    ENUM(IP_REC_NO_SCAN);
+    ENUM(IP_ALLOC_NOT_LEAK);
+    ENUM(IP_ANN_NOT_LEAK);
+    ENUM(IP_ANN_IGNORE);
+    ENUM(IP_ANN_NO_SCAN);
+    ENUM(IP_ANN_ALLOC);
+    ENUM(IP_ANN_FREE);
     ENUM(IP_SCAN_SIGNAL);
     ENUM(IP_SCAN_PERIODIC);
     ENUM(IP_SCAN_EXIT);
