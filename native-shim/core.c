@@ -173,6 +173,7 @@ static int load_core(void)
     IP_BIND(on_drain, "interposer_on_drain")
     IP_BIND(on_scan, "interposer_on_scan")
     IP_BIND(annotate, "interposer_annotate")
+    IP_BIND(on_control, "interposer_on_control")
     IP_BIND(live_blocks, "interposer_core_live_blocks")
     IP_BIND(dump, "interposer_core_dump")
 #undef IP_BIND
@@ -320,6 +321,7 @@ static void *exit_worker(void *unused)
 
 static void at_exit(void)
 {
+    ip_control_close(); /* the socket file goes with the process */
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) != IP_MODE_ACTIVE ||
         !g_ip_core.config.exit_work)
         return;

@@ -253,7 +253,8 @@ typedef struct ip_core_config {
     int32_t scan_signal;    /* signal whose handler asks for a scan (0 = none) */
     int32_t scan_interval_s; /* periodic scans every N seconds (0 = off) */
     int32_t track_regions;  /* 1: keep the program's mmap regions (use_mmap_regions) */
-    int32_t reserved;
+    int32_t control;        /* 1: open the control socket at control_path */
+    char control_path[112]; /* the control socket's path; %p = pid (expanded by the shim) */
 } ip_core_config;
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */
@@ -274,6 +275,10 @@ int32_t interposer_on_exit(void);
 /* Run one leak scan now (called on the scanner thread, or the exit worker with IP_SCAN_EXIT);
    writes the report file. Returns the number of unreferenced blocks found (>= 0), or -1. */
 int32_t interposer_on_scan(int32_t reason);
+/* One control command (kmemleak's debugfs commands: scan, clear, dump=<addr>, stack=on|off,
+   scan=on|off|<secs>, off), on the scanner thread. Writes a NUL-terminated answer into out;
+   *scan_interval_s is the periodic interval, which the command may change. 0 = ok, -1 = refused. */
+int32_t interposer_on_control(const char *command, char *out, int32_t out_size, int32_t *scan_interval_s);
 /* An annotation on the block at address (enum ip_annotation). 1 = applied, 0 = no such block. */
 int32_t interposer_annotate(uint64_t address, uint64_t size, int32_t op, int32_t value);
 /* Replay the deferred log now (called by the shim's drainer thread when the log fills up while

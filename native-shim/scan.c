@@ -1,9 +1,9 @@
 /*
  * scan.c — what triggers a leak scan, and the thread it runs on (issue 3; DESIGN guard rule 7).
  *
- * The scan signal's handler (SIGUSR2 unless scan_signal says otherwise) only posts a semaphore.
- * The scanner thread, internal for life and created at start-up, waits on it (and on the
- * scan_interval_s timer) and calls the core's interposer_on_scan, which stops the world through
+ * The scan signal's handler (SIGUSR2 unless scan_signal says otherwise) only writes to an
+ * eventfd. The scanner thread, internal for life and created at start-up, polls it, the control
+ * socket (control.c) and the scan_interval_s timer, and calls the core's interposer_on_scan, which stops the world through
  * ip_shim_api.stw_stop, marks, resumes and writes the report. No scan work happens in signal
  * context: a heap check inside a handler deadlocks on the allocator's locks.
  *
@@ -24,7 +24,8 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <semaphore.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -33,7 +34,7 @@
 #include "shim_internal.h"
 #include "stw.h"
 
-static sem_t s_scan_sem;            /* posted by the signal handler and interposer_scan */
+static int s_wake_fd = -1;         /* eventfd: written by the signal handler and interposer_scan */
 static int s_signo;                 /* the scan signal; 0 = none */
 static int s_interval_s;            /* periodic scans; 0 = off */
 static int s_scanner_pid;           /* pid whose scanner thread runs */
@@ -49,7 +50,9 @@ static void scan_signal_handler(int sig, siginfo_t *info, void *uc)
     (void)info;
     (void)uc;
     int saved_errno = errno;
-    sem_post(&s_scan_sem); /* async-signal-safe */
+    uint64_t one = 1;
+    ssize_t ignored = write(s_wake_fd, &one, sizeof one); /* async-signal-safe */
+    (void)ignored;
     errno = saved_errno;
 }
 
@@ -143,21 +146,29 @@ static void *scanner_main(void *unused)
     ip_stw_mark_internal();
     uint64_t next_periodic = s_interval_s > 0 ? now_s() + (uint64_t)s_interval_s : 0;
     for (;;) {
-        struct timespec deadline;
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += 2;
-        int posted = sem_timedwait(&s_scan_sem, &deadline) == 0;
-        if (posted) {
-            while (sem_trywait(&s_scan_sem) == 0)
-                ; /* several signals while one scan ran: one more scan serves them all */
+        struct pollfd fds[2] = {{s_wake_fd, POLLIN, 0}, {ip_control_fd(), POLLIN, 0}};
+        int n = poll(fds, fds[1].fd >= 0 ? 2 : 1, 2000);
+        if (n > 0 && (fds[0].revents & POLLIN)) {
+            uint64_t count;
+            ssize_t ignored = read(s_wake_fd, &count, sizeof count); /* several signals: one scan */
+            (void)ignored;
             uint32_t served = __atomic_load_n(&s_requested, __ATOMIC_ACQUIRE);
             __atomic_store_n(&s_last_rc, run_scan(IP_SCAN_SIGNAL), __ATOMIC_RELAXED);
             __atomic_store_n(&s_completed, served, __ATOMIC_RELEASE);
             syscall(SYS_futex, &s_completed, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
-        } else if (next_periodic != 0 && now_s() >= next_periodic) {
+        }
+        if (n > 0 && fds[1].fd >= 0 && (fds[1].revents & POLLIN)) {
+            int32_t interval = s_interval_s;
+            ip_control_serve(&interval);
+            if (interval != s_interval_s) {
+                s_interval_s = interval;
+                next_periodic = interval > 0 ? now_s() + (uint64_t)interval : 0;
+            }
+        }
+        if (next_periodic != 0 && now_s() >= next_periodic) {
             run_scan(IP_SCAN_PERIODIC);
             next_periodic = now_s() + (uint64_t)s_interval_s;
-        } else {
+        } else if (n == 0) {
             check_signal();
         }
     }
@@ -166,8 +177,14 @@ static void *scanner_main(void *unused)
 
 static void start_scanner(void)
 {
-    if (sem_init(&s_scan_sem, 0, 0) != 0)
+    if (s_wake_fd >= 0)
+        close(s_wake_fd); /* a fork child: the parent's counter is not ours */
+    s_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s_wake_fd < 0) {
+        ip_message("cannot create the scanner's eventfd; leak scans are off", "");
         return;
+    }
+    ip_control_open();
     ip_thread *t = &ip_tls;
     int saved_guard = t->guard;
     t->guard = 1; /* born under the guard: internal for life */
@@ -224,7 +241,9 @@ int32_t ip_scan_and_wait(int32_t *leaks)
         ip_tls.guard != 0)
         return -1;
     uint32_t ticket = __atomic_add_fetch(&s_requested, 1, __ATOMIC_ACQ_REL);
-    sem_post(&s_scan_sem);
+    uint64_t one = 1;
+    ssize_t ignored = write(s_wake_fd, &one, sizeof one);
+    (void)ignored;
     struct timespec step = {1, 0};
     uint64_t give_up = now_s() + 120;
     while (now_s() < give_up) {

@@ -126,6 +126,7 @@ typedef struct ip_core {
     int32_t (*on_drain)(void);
     int32_t (*on_scan)(int32_t);
     int32_t (*annotate)(uint64_t, uint64_t, int32_t, int32_t);
+    int32_t (*on_control)(const char *, char *, int32_t, int32_t *);
     int64_t (*live_blocks)(void);
     int32_t (*dump)(const char *);
     ip_core_config config;
@@ -154,6 +155,12 @@ extern uint64_t g_ip_regions_dropped;
 IP_HIDDEN void ip_regions_resolve(void);
 IP_HIDDEN int32_t ip_regions_copy(ip_region *out, int32_t max);
 IP_HIDDEN int32_t ip_departed_copy(ip_module *out, int32_t max);
+
+/* control.c: the control socket (kmemleak's debugfs file, for one process) */
+IP_HIDDEN void ip_control_open(void);
+IP_HIDDEN int ip_control_fd(void);
+IP_HIDDEN void ip_control_serve(int32_t *scan_interval_s);
+IP_HIDDEN void ip_control_close(void);
 
 /* malloc.c: a custom allocator's block (kmemleak_alloc/kmemleak_free) */
 IP_HIDDEN void ip_record_external(void *p, size_t size, uint64_t fp);

@@ -42,6 +42,18 @@ internal static unsafe class Exports
             config->ScanSignal = s_settings.ScanSignal;
             config->ScanIntervalS = s_settings.ScanIntervalS;
             config->TrackRegions = s_settings.UseMmapRegions ? 1 : 0;
+            string controlPath = s_settings.ControlPathOrDefault();
+            int pathBytes = System.Text.Encoding.UTF8.GetByteCount(controlPath);
+            if (s_settings.Control && pathBytes < 100)
+            {
+                System.Text.Encoding.UTF8.GetBytes(controlPath, new Span<byte>(config->ControlPath, 111));
+                config->ControlPath[pathBytes] = 0;
+                config->Control = 1;
+            }
+            else if (s_settings.Control)
+            {
+                Diagnostics.Message($"control_path is too long for a Unix socket ({pathBytes} bytes); no control socket");
+            }
             LeakScanner.Configure(s_settings);
             if (s_settings.Verbosity >= 1)
                 Diagnostics.Message($"tracking pid {Interop.Libc.GetPid()}, unwinder={s_settings.Unwinder}, max_frames={s_settings.MaxFrames}");
@@ -128,6 +140,38 @@ internal static unsafe class Exports
             try { Diagnostics.Message("scan failed: " + e.GetType().Name + ": " + e.Message); } catch { }
             return -1;
         }
+    }
+
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_control")]
+    private static int OnControl(byte* command, byte* output, int outputSize, int* scanIntervalS)
+    {
+        string answer;
+        int rc = 0;
+        try
+        {
+            using var window = new GcWindow();
+            string line = Marshal.PtrToStringUTF8((IntPtr)command) ?? "";
+            int interval = *scanIntervalS;
+            answer = Control.ControlServer.Execute(line, s_settings, ref interval);
+            *scanIntervalS = interval;
+            rc = answer.StartsWith("error", StringComparison.Ordinal) ? -1 : 0;
+        }
+        catch (Exception e)
+        {
+            answer = "error: " + e.GetType().Name + ": " + e.Message + "\n";
+            rc = -1;
+        }
+        try
+        {
+            int n = System.Text.Encoding.UTF8.GetBytes(answer, new Span<byte>(output, Math.Max(0, outputSize - 1)));
+            output[n] = 0;
+        }
+        catch (Exception)
+        {
+            if (outputSize > 0)
+                output[0] = 0; // the answer did not fit: say nothing rather than cut a UTF-8 sequence
+        }
+        return rc;
     }
 
     [UnmanagedCallersOnly(EntryPoint = "interposer_annotate")]

@@ -189,7 +189,7 @@ internal unsafe struct IpShimApi
 }
 
 [StructLayout(LayoutKind.Sequential)]
-internal struct IpCoreConfig
+internal unsafe struct IpCoreConfig
 {
     public int Enabled;
     public int MaxFrames;
@@ -198,5 +198,6 @@ internal struct IpCoreConfig
     public int ScanSignal;
     public int ScanIntervalS;
     public int TrackRegions;
-    public int Reserved;
+    public int Control;
+    public fixed byte ControlPath[112];
 }

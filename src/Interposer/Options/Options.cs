@@ -31,6 +31,19 @@ internal sealed class Settings
     public int MinAgeMs;
     public int StopTimeoutMs = 1000;
     public int MaxReported = 1000;
+    public bool Control = true;
+    public string ControlPath = "";
+
+    /// <summary>control_path, or $TMPDIR/interposer.%p.sock (TMPDIR unset or relative: /tmp).</summary>
+    public string ControlPathOrDefault()
+    {
+        if (ControlPath.Length > 0)
+            return ControlPath;
+        string? tmp = Environment.GetEnvironmentVariable("TMPDIR");
+        if (string.IsNullOrEmpty(tmp) || tmp[0] != '/')
+            tmp = "/tmp";
+        return tmp.TrimEnd('/') + "/interposer.%p.sock";
+    }
     public bool UseGlobals = true;
     public bool UseStacks = true;
     public bool UseRegisters = true;
@@ -132,6 +145,10 @@ internal static class OptionTable
             "How long a scan waits for a thread to stop before it scans that thread's stack as it runs and names it in the report.", Min: 10, Max: 60000),
         new("max_reported", OptionType.Int, "1000",
             "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
+        new("control", OptionType.Bool, "1",
+            "Open the control socket (kmemleak's debugfs commands: scan, clear, dump=<addr>, stack=on|off, scan=on|off|<secs>, off)."),
+        new("control_path", OptionType.String, "",
+            "The control socket's path (%p = pid), created 0600 and removed at exit. Default: $TMPDIR/interposer.%p.sock (/tmp when TMPDIR is unset)."),
         new("use_globals", OptionType.Bool, "1",
             "Roots: the writable segments (.data, .bss) of every loaded object, dlopen'ed ones included."),
         new("use_stacks", OptionType.Bool, "1",
@@ -215,6 +232,7 @@ internal static class OptionTable
             case "enabled": s.Enabled = v; break;
             case "help": s.Help = v; break;
             case "report_at_exit": s.ReportAtExit = v; break;
+            case "control": s.Control = v; break;
             case "use_globals": s.UseGlobals = v; break;
             case "use_stacks": s.UseStacks = v; break;
             case "use_registers": s.UseRegisters = v; break;
@@ -243,6 +261,7 @@ internal static class OptionTable
             case "unwinder": s.Unwinder = v; break;
             case "dump_at_exit": s.DumpAtExit = v; break;
             case "report_path": s.ReportPath = v; break;
+            case "control_path": s.ControlPath = v; break;
         }
     }
 

@@ -67,8 +67,19 @@ internal static unsafe class LeakScanner
     public static int Run(ScanReason reason)
     {
         lock (s_scanLock)
-            return RunLocked(reason);
+            return RunLocked(reason, clear: false);
     }
+
+    /// <summary>kmemleak's "clear": scans, and marks every unreferenced block as seen (min_count 0)
+    /// so that no later report lists it. Writes no report. Returns how many, or -1.</summary>
+    public static int Clear()
+    {
+        lock (s_scanLock)
+            return RunLocked(ScanReason.Signal, clear: true);
+    }
+
+    /// <summary>The file the last report went to (for the control socket's answer).</summary>
+    public static string LastReportPath { get; private set; } = "";
 
     private static bool EnsureBuffers()
     {
@@ -81,7 +92,7 @@ internal static unsafe class LeakScanner
         return s_threads != null && s_regions != null && s_copyBuffer != null;
     }
 
-    private static int RunLocked(ScanReason reason)
+    private static int RunLocked(ScanReason reason, bool clear)
     {
         IpShimApi* api = Recorder.Api;
         if (api == null || api->StwStop == null || !EnsureBuffers())
@@ -156,9 +167,24 @@ internal static unsafe class LeakScanner
         }
 
         // ---- 4. report (allocates) ----
-        int rc = WriteReport(reason, work, records, stopped, started);
+        int rc = clear ? MarkSeen(work, records) : WriteReport(reason, work, records, stopped, started);
         Interlocked.Increment(ref s_scans);
         return rc;
+    }
+
+    private static int MarkSeen(InStopWork work, IpRecord[] records)
+    {
+        int n = 0;
+        ReadOnlySpan<HeapBlock> sorted = work.Index.Blocks;
+        for (int k = 0; k < sorted.Length; k++)
+        {
+            if (work.Marker.ColorOf(k) != BlockColor.White || !work.Present(k))
+                continue;
+            ref readonly IpRecord r = ref records[sorted[k].Id];
+            if (Recorder.Table.Update(r.Address, minCount: 0, setFlags: 0))
+                n++;
+        }
+        return n;
     }
 
     private static int WriteReport(ScanReason reason, InStopWork work, IpRecord[] records, int nthreads, long started)
@@ -234,6 +260,7 @@ internal static unsafe class LeakScanner
         string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported);
         work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
+        LastReportPath = path;
         string? error = ReportFile.WriteAtomically(path, text, Diagnostics.RawBytes);
         if (error != null)
         {

@@ -78,7 +78,7 @@ public unsafe class AbiLayoutTests
             new("ip_deferred_entry", typeof(IpDeferredEntry), sizeof(IpDeferredEntry), s_nframes, PointerOffsetsOfDeferredEntry()),
             new("ip_shim_api", typeof(IpShimApi), sizeof(IpShimApi), new Dictionary<string, string>(), PointerOffsetsOfShimApi()),
             new("ip_walk_cache", typeof(IpWalkCache), sizeof(IpWalkCache), new Dictionary<string, string>(), PointerOffsetsOfWalkCache()),
-            new("ip_core_config", typeof(IpCoreConfig), sizeof(IpCoreConfig), new Dictionary<string, string>(), new Dictionary<string, long>()),
+            new("ip_core_config", typeof(IpCoreConfig), sizeof(IpCoreConfig), new Dictionary<string, string>(), PointerOffsetsOfCoreConfig()),
             new("ip_stopped_thread", typeof(IpStoppedThread), sizeof(IpStoppedThread), new Dictionary<string, string>(), PointerOffsetsOfStoppedThread()),
             new("ip_module", typeof(IpModule), sizeof(IpModule), new Dictionary<string, string>(), PointerOffsetsOfModule()),
             new("ip_tls_range", typeof(IpTlsRange), sizeof(IpTlsRange), new Dictionary<string, string>(), new Dictionary<string, long>()),
@@ -160,6 +160,13 @@ public unsafe class AbiLayoutTests
             ["DepartedModules"] = (byte*)&a.DepartedModules - b,
             ["RootRegions"] = (byte*)&a.RootRegions - b,
         };
+    }
+
+    private static Dictionary<string, long> PointerOffsetsOfCoreConfig()
+    {
+        IpCoreConfig c = default;
+        byte* b = (byte*)&c;
+        return new() { ["ControlPath"] = (byte*)c.ControlPath - b };
     }
 
     private static Dictionary<string, long> PointerOffsetsOfModule()

@@ -115,6 +115,17 @@ public sealed class FuzzTests
     }
 
     [Test]
+    public void ControlCommandParser()
+    {
+        Fuzz("control", 3, input =>
+        {
+            bool ok = Interposer.Control.ControlCommand.TryParse(Encoding.UTF8.GetString(input), out _, out string error);
+            if (!ok)
+                Assert.That(error, Does.StartWith("error: ").And.Not.Contain("\n").And.Length.LessThan(300));
+        });
+    }
+
+    [Test]
     public void MapsParsers()
     {
         var snapshot = new MapsSnapshot();

@@ -91,7 +91,8 @@ int main(void)
     FIELD(ip_core_config, scan_signal);
     FIELD(ip_core_config, scan_interval_s);
     FIELD(ip_core_config, track_regions);
-    FIELD(ip_core_config, reserved);
+    FIELD(ip_core_config, control);
+    FIELD(ip_core_config, control_path);
 
     STRUCT(ip_stopped_thread);
     FIELD(ip_stopped_thread, tid);
