@@ -31,6 +31,7 @@ internal sealed class Settings
     public int MinAgeMs;
     public int StopTimeoutMs = 1000;
     public int MaxReported = 1000;
+    public string Suppressions = ""; // the suppressions file
     public bool Control = true;
     public string ControlPath = "";
 
@@ -145,6 +146,8 @@ internal static class OptionTable
             "How long a scan waits for a thread to stop before it scans that thread's stack as it runs and names it in the report.", Min: 10, Max: 60000),
         new("max_reported", OptionType.Int, "1000",
             "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
+        new("suppressions", OptionType.String, "",
+            "A file of LeakSanitizer-style suppressions, one leak:<pattern> per line ('*' wildcard, ^ and $ anchors), matched against every frame's function and module. Suppressed blocks are counted in the summary, not listed."),
         new("control", OptionType.Bool, "1",
             "Open the control socket (kmemleak's debugfs commands: scan, clear, dump=<addr>, stack=on|off, scan=on|off|<secs>, off)."),
         new("control_path", OptionType.String, "",
@@ -262,6 +265,7 @@ internal static class OptionTable
             case "dump_at_exit": s.DumpAtExit = v; break;
             case "report_path": s.ReportPath = v; break;
             case "control_path": s.ControlPath = v; break;
+            case "suppressions": s.Suppressions = v; break;
         }
     }
 

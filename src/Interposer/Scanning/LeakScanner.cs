@@ -56,10 +56,19 @@ internal static unsafe class LeakScanner
 
     public static long Scans => Interlocked.Read(ref s_scans);
 
+    private static Suppressions s_suppressions = Suppressions.Empty;
+
     public static void Configure(Settings settings)
     {
         s_settings = settings;
         s_reportPath = settings.ReportPathOrDefault();
+        if (settings.Suppressions.Length > 0)
+        {
+            var errors = new List<string>();
+            s_suppressions = Suppressions.Load(settings.Suppressions, errors);
+            foreach (string e in errors)
+                Diagnostics.Message(e);
+        }
     }
 
     /// <summary>Runs one scan and writes its report. Returns the unreferenced blocks it reported (a
@@ -196,7 +205,10 @@ internal static unsafe class LeakScanner
         ReadOnlySpan<HeapBlock> sorted = index.Blocks;
         var notes = new List<string>();
         var leaks = new List<(ulong Time, LeakedBlock Block)>();
-        int newLeaks = 0;
+        int newLeaks = 0, suppressed = 0;
+        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)));
+        var frameCache = new Dictionary<ulong, FrameInfo>();
+        s_suppressions.ResetCounts();
         for (int k = 0; k < sorted.Length; k++)
         {
             ref readonly IpRecord r = ref records[sorted[k].Id];
@@ -220,6 +232,11 @@ internal static unsafe class LeakScanner
             ReadOnlySpan<ulong> frames = Recorder.Depot.Get(r.StackId, out uint crc);
             if (work.IsLoaderBlock(frames))
                 continue;
+            if (s_suppressions.Rules.Count > 0 && IsSuppressed(frames, r.Size, symbolizer, frameCache))
+            {
+                suppressed++;
+                continue;
+            }
             if (reason == ScanReason.Periodic && wasReported)
                 continue; // kmemleak's OBJECT_REPORTED: a periodic scan logs each leak once
             leaks.Add((r.TimeNs, new LeakedBlock(r.Address, r.Size, now > r.TimeNs ? (now - r.TimeNs) / 1e9 : 0, r.Tid,
@@ -242,12 +259,15 @@ internal static unsafe class LeakScanner
                           "its stack was scanned while it ran, a pointer it held in a register may have been missed");
             }
         }
+        foreach (Suppressions.Rule rule in s_suppressions.Rules)
+            if (rule.Blocks > 0)
+                notes.Add($"suppressed by leak:{rule.Pattern}: {rule.Blocks} blocks, {rule.Bytes} bytes");
         if (work.RegionsDropped > 0)
             notes.Add($"{work.RegionsDropped} program mmap regions were not tracked (table full) and not scanned");
 
         double ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
         var summary = new ScanSummary(reason switch { ScanReason.Periodic => "periodic", ScanReason.Exit => "exit", _ => "explicit" },
-            records.Length, ms(Stopwatch.GetTimestamp() - started), ms(work.StopTicks), ms(work.StopLatencyTicks), threadsStopped, notStopped,
+            records.Length, suppressed, ms(Stopwatch.GetTimestamp() - started), ms(work.StopTicks), ms(work.StopLatencyTicks), threadsStopped, notStopped,
             marker.Stats.RootBytes + marker.Stats.BlockBytes);
 
         if (reason == ScanReason.Periodic && leaks.Count == 0 && notes.Count == 0)
@@ -256,7 +276,6 @@ internal static unsafe class LeakScanner
         foreach (var l in leaks)
             blocksOut.Add(l.Block);
         long rendering = Stopwatch.GetTimestamp();
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)));
         string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported);
         work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
@@ -298,6 +317,18 @@ internal static unsafe class LeakScanner
                 Diagnostics.Message($"  thread {s_threads[i].Tid}: {(StwState)s_threads[i].State}, sp 0x{s_threads[i].Sp:x}, tcb 0x{s_threads[i].Tcb:x}");
         }
         return found;
+    }
+
+    private static bool IsSuppressed(ReadOnlySpan<ulong> frames, ulong size, Symbolizer symbolizer, Dictionary<ulong, FrameInfo> cache)
+    {
+        var infos = new FrameInfo[frames.Length];
+        for (int i = 0; i < frames.Length; i++)
+        {
+            if (!cache.TryGetValue(frames[i], out FrameInfo info))
+                cache[frames[i]] = info = symbolizer.Symbolize(frames[i]);
+            infos[i] = info;
+        }
+        return s_suppressions.Match(infos, size) != null;
     }
 
     /// <summary>Libraries dlclose'd so far, as the shim noted them (see native-shim/regions.c).</summary>

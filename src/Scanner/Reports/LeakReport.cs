@@ -26,7 +26,7 @@ internal sealed record LeakedBlock(
 
 /// <summary>What one scan did, for the summary line.</summary>
 internal sealed record ScanSummary(
-    string Kind, int LiveBlocks, double ScanMs, double StopMs, double StopLatencyMs, int ThreadsStopped, int ThreadsNotStopped,
+    string Kind, int LiveBlocks, int Suppressed, double ScanMs, double StopMs, double StopLatencyMs, int ThreadsStopped, int ThreadsNotStopped,
     long ScannedBytes);
 
 internal static class LeakReport
@@ -79,7 +79,7 @@ internal static class LeakReport
         foreach (string note in notes)
             sb.Append(note).Append('\n');
         sb.Append(SummaryPrefix).Append(c,
-            $"{blocks.Count} unreferenced blocks ({indirect} indirect), {bytes} bytes, of {summary.LiveBlocks} live; " +
+            $"{blocks.Count} unreferenced blocks ({indirect} indirect), {bytes} bytes, {summary.Suppressed} suppressed, of {summary.LiveBlocks} live; " +
             $"{summary.Kind} scan {summary.ScanMs:F1} ms, world stopped {summary.StopLatencyMs + summary.StopMs:F1} ms " +
             $"(stopping it {summary.StopLatencyMs:F2} ms), " +
             $"{summary.ScannedBytes} bytes scanned; {summary.ThreadsStopped} threads stopped, " +

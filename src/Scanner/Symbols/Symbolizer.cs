@@ -60,7 +60,7 @@ internal sealed class Symbolizer
             // as given, like kmemleak, and callers that want the call site subtract 1 themselves.
             ulong vaddr = unchecked(address - image.LoadBias(module));
             return image.Functions.TryFind(vaddr, out string name, out ulong offset)
-                ? new FrameInfo(address, name, offset, module.Path, vaddr)
+                ? new FrameInfo(address, Demangler.Demangle(name), offset, module.Path, vaddr)
                 : new FrameInfo(address, null, 0, module.Path, vaddr);
         }
         catch (Exception)

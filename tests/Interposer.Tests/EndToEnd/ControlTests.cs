@@ -1,5 +1,5 @@
 // ControlTests.cs — the control socket (kmemleak's debugfs commands, issue 5; other users refused,
-// issue 4). A leaking program waits on stdin while tests/programs/tools/ctl.py sends commands.
+// issue 4). A leaking program waits on stdin while tests/programs/control/ctl.py sends commands.
 using System;
 using System.IO;
 using System.Linq;
@@ -20,7 +20,7 @@ public sealed class ControlTests
     {
         string roots = Programs.Build("scan/roots.c");
         string sock = dir.File("ctl.sock");
-        string ctl = Path.Combine(Artifacts.ProgramsDir, "tools", "ctl.py");
+        string ctl = Path.Combine(Artifacts.ProgramsDir, "control", "ctl.py");
         string options = $"report_path={dir.File("report.txt")}:control_path={sock}{extraOptions}";
         string script = $"""
             cd {Q(dir.Path)}
@@ -81,7 +81,7 @@ public sealed class ControlTests
     {
         using var dir = new TempDir("ctl-user");
         File.SetUnixFileMode(dir.Path, (UnixFileMode)Convert.ToInt32("755", 8)); // nobody may look in
-        string ctl = Path.Combine(Artifacts.ProgramsDir, "tools", "ctl.py");
+        string ctl = Path.Combine(Artifacts.ProgramsDir, "control", "ctl.py");
         RunResult r = Session(dir, $"""
             echo "[nobody] $(setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 {Q(ctl)} {Q(dir.File("ctl.sock"))} scan 2>&1 | tail -1)"
             echo "[owner] $(ctl scan)"

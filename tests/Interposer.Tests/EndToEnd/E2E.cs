@@ -112,7 +112,9 @@ internal sealed class LiveDumpFile
 {
     private static readonly Regex s_block = new(@"^live block 0x([0-9a-f]+) \(size (\d+)\):$");
     private static readonly Regex s_comm = new(@"^\s+comm ""(.*)"", pid (\d+), tid (\d+),");
-    private static readonly Regex s_frame = new(@"^\s+\[<0x([0-9a-f]+)>\] (\S+)(?: \((.*)\))?$");
+    // The symbol may hold spaces and parentheses (demangled C++: "operator new(unsigned long)+0x1c");
+    // the module is the last parenthesized group.
+    private static readonly Regex s_frame = new(@"^\s+\[<0x([0-9a-f]+)>\] (.+?)(?: \(([^()]*)\))?$");
 
     public List<DumpBlock> Blocks { get; } = new();
     public string StatisticsLine { get; private set; } = "";

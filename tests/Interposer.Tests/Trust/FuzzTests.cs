@@ -126,6 +126,20 @@ public sealed class FuzzTests
     }
 
     [Test]
+    public void SuppressionsParser()
+    {
+        Fuzz("suppressions", 4, input =>
+        {
+            var errors = new List<string>();
+            var rules = Interposer.Scanner.Reports.Suppressions.Parse(Encoding.UTF8.GetString(input), "fuzz", errors);
+            foreach (string e in errors)
+                Assert.That(e, Does.Not.Contain("\n").And.Length.LessThan(300));
+            foreach (var rule in rules.Rules)
+                Interposer.Scanner.Reports.Suppressions.TemplateMatch(rule.Pattern, "some_function+0x10 (/usr/lib/libc.so.6)");
+        });
+    }
+
+    [Test]
     public void MapsParsers()
     {
         var snapshot = new MapsSnapshot();
