@@ -31,6 +31,7 @@ internal sealed class Settings
     public int MinAgeMs;
     public int StopTimeoutMs = 1000;
     public int MaxReported = 1000;
+    public string ReportFormat = "text";
     public string Suppressions = ""; // the suppressions file
     public bool Control = true;
     public string ControlPath = "";
@@ -144,6 +145,9 @@ internal static class OptionTable
             "Blocks younger than this are never reported (they are scanned as roots instead: a block being filled in).", Min: 0, Max: int.MaxValue),
         new("stop_timeout_ms", OptionType.Int, "1000",
             "How long a scan waits for a thread to stop before it scans that thread's stack as it runs and names it in the report.", Min: 10, Max: 60000),
+        new("report_format", OptionType.Choice, "text",
+            "text: kmemleak's layout; json: the same content as one JSON document (blocks, stacks, notes, summary; see README).",
+            Choices: new[] { "text", "json" }),
         new("max_reported", OptionType.Int, "1000",
             "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
         new("suppressions", OptionType.String, "",
@@ -262,6 +266,7 @@ internal static class OptionTable
         switch (name)
         {
             case "unwinder": s.Unwinder = v; break;
+            case "report_format": s.ReportFormat = v; break;
             case "dump_at_exit": s.DumpAtExit = v; break;
             case "report_path": s.ReportPath = v; break;
             case "control_path": s.ControlPath = v; break;

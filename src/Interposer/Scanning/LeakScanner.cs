@@ -276,7 +276,9 @@ internal static unsafe class LeakScanner
         foreach (var l in leaks)
             blocksOut.Add(l.Block);
         long rendering = Stopwatch.GetTimestamp();
-        string text = LeakReport.Render(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported);
+        string text = s_settings.ReportFormat == "json"
+            ? LeakReport.RenderJson(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported)
+            : LeakReport.Render(blocksOut, pid, symbolizer, notes, summary, s_settings.MaxReported);
         work.PrepareTicks[3] = Stopwatch.GetTimestamp() - rendering;
         string path = ReportFile.ExpandPath(s_reportPath, pid);
         LastReportPath = path;

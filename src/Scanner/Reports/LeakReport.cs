@@ -112,6 +112,105 @@ internal static class LeakReport
         }
     }
 
+    /// <summary>
+    /// The same content as JSON (report_format=json): {"format":"interposer-leaks","version":1,
+    /// "pid", "blocks":[{address, size, age_s, comm, tid, kind, crc, head_hex, frames:[{pc,
+    /// function, offset, module, module_offset}]}], "stacks":[{kind, bytes, blocks, crc, frames}],
+    /// "notes":[...], "summary":{...}}. Addresses are "0x..." strings (JSON numbers lose 64-bit
+    /// precision in many readers). The per-block list honours maxReported like the text.
+    /// </summary>
+    public static string RenderJson(IReadOnlyList<LeakedBlock> blocks, int pid, Symbolizer symbolizer,
+                                    IReadOnlyList<string> notes, ScanSummary summary, int maxReported = 0)
+    {
+        var frameCache = new Dictionary<ulong, FrameInfo>();
+        FrameInfo Frame(ulong f)
+        {
+            if (!frameCache.TryGetValue(f, out FrameInfo info))
+                frameCache[f] = info = symbolizer.Symbolize(f);
+            return info;
+        }
+        var stream = new System.IO.MemoryStream();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true }))
+        {
+            void WriteFrames(ulong[] frames)
+            {
+                w.WriteStartArray("frames");
+                foreach (ulong pc in frames)
+                {
+                    FrameInfo f = Frame(pc);
+                    w.WriteStartObject();
+                    w.WriteString("pc", Hex(pc));
+                    if (f.Function != null) { w.WriteString("function", f.Function); w.WriteString("offset", Hex(f.FunctionOffset)); }
+                    if (f.ModulePath != null) { w.WriteString("module", f.ModulePath); w.WriteString("module_offset", Hex(f.ModuleOffset)); }
+                    w.WriteEndObject();
+                }
+                w.WriteEndArray();
+            }
+            int listed = maxReported > 0 ? Math.Min(maxReported, blocks.Count) : blocks.Count;
+            ulong bytes = 0;
+            int indirect = 0;
+            foreach (LeakedBlock b in blocks) { bytes += b.Size; indirect += b.Indirect ? 1 : 0; }
+            w.WriteStartObject();
+            w.WriteString("format", "interposer-leaks");
+            w.WriteNumber("version", 1);
+            w.WriteNumber("pid", pid);
+            w.WriteStartArray("blocks");
+            for (int i = 0; i < listed; i++)
+            {
+                LeakedBlock b = blocks[i];
+                w.WriteStartObject();
+                w.WriteString("address", Hex(b.Address));
+                w.WriteNumber("size", b.Size);
+                w.WriteNumber("age_s", Math.Round(b.AgeSeconds, 3));
+                w.WriteString("comm", b.ThreadName);
+                w.WriteNumber("tid", b.Tid);
+                w.WriteString("kind", b.Indirect ? "indirect" : "direct");
+                w.WriteString("crc", b.Crc.ToString("x8", CultureInfo.InvariantCulture));
+                w.WriteString("head_hex", Convert.ToHexString(b.Head).ToLowerInvariant());
+                WriteFrames(b.Frames);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("stacks");
+            foreach (var g in blocks.GroupBy(b => (b.Crc, b.Indirect, Key: string.Join(",", b.Frames)))
+                                    .Select(g => (g.Key, Bytes: g.Aggregate(0UL, (a, b) => a + b.Size), Count: g.Count(), g.First().Frames))
+                                    .OrderByDescending(g => g.Bytes).ThenByDescending(g => g.Count))
+            {
+                w.WriteStartObject();
+                w.WriteString("kind", g.Key.Indirect ? "indirect" : "direct");
+                w.WriteNumber("bytes", g.Bytes);
+                w.WriteNumber("blocks", g.Count);
+                w.WriteString("crc", g.Key.Crc.ToString("x8", CultureInfo.InvariantCulture));
+                WriteFrames(g.Frames);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteStartArray("notes");
+            foreach (string n in notes)
+                w.WriteStringValue(n);
+            w.WriteEndArray();
+            w.WriteStartObject("summary");
+            w.WriteNumber("unreferenced_blocks", blocks.Count);
+            w.WriteNumber("listed_blocks", listed);
+            w.WriteNumber("indirect_blocks", indirect);
+            w.WriteNumber("bytes", bytes);
+            w.WriteNumber("suppressed_blocks", summary.Suppressed);
+            w.WriteNumber("live_blocks", summary.LiveBlocks);
+            w.WriteString("scan", summary.Kind);
+            w.WriteNumber("scan_ms", Math.Round(summary.ScanMs, 1));
+            w.WriteNumber("world_stopped_ms", Math.Round(summary.StopLatencyMs + summary.StopMs, 1));
+            w.WriteNumber("stopping_ms", Math.Round(summary.StopLatencyMs, 2));
+            w.WriteNumber("scanned_bytes", summary.ScannedBytes);
+            w.WriteNumber("threads_stopped", summary.ThreadsStopped);
+            w.WriteNumber("threads_not_stopped", summary.ThreadsNotStopped);
+            w.WriteEndObject();
+            w.WriteEndObject();
+        }
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray()) + "\n";
+    }
+
+    private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+
     /// <summary>kmemleak's hex dump: 16 bytes a row, then their printable ASCII.</summary>
     public static void AppendHexDump(StringBuilder sb, ReadOnlySpan<byte> bytes)
     {

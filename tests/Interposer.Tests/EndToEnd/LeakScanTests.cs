@@ -182,6 +182,31 @@ public sealed class LeakScanTests
     }
 
     [Test]
+    public void JsonReport_ParsesAndCarriesTheSameContent()
+    {
+        using var dir = new TempDir("scan-json");
+        string report = dir.File("report.json");
+        RunResult r = Programs.Run(Roots, new[] { "tree", report }, preload: true, options: $"report_path={report}:report_format=json");
+        E2E.AssertCleanExit(r, "tree json");
+        string[] leaks = Tagged(r.Stdout, "LEAK");
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(report));
+        var root = doc.RootElement;
+        Assert.That(root.GetProperty("format").GetString(), Is.EqualTo("interposer-leaks"));
+        var blocks = root.GetProperty("blocks").EnumerateArray().ToArray();
+        Assert.That(blocks.Select(b => b.GetProperty("address").GetString()), Is.EquivalentTo(leaks));
+        Assert.That(blocks.Single(b => b.GetProperty("address").GetString() == leaks[0]).GetProperty("kind").GetString(), Is.EqualTo("direct"));
+        Assert.That(blocks.Count(b => b.GetProperty("kind").GetString() == "indirect"), Is.EqualTo(4));
+        Assert.That(blocks[0].GetProperty("frames")[0].GetProperty("function").GetString(), Is.EqualTo("make_tree"));
+        var stacks = root.GetProperty("stacks").EnumerateArray().ToArray();
+        Assert.That(stacks[0].GetProperty("bytes").GetUInt64(), Is.EqualTo(128UL));
+        Assert.That(stacks[0].GetProperty("kind").GetString(), Is.EqualTo("indirect"));
+        var summary = root.GetProperty("summary");
+        Assert.That(summary.GetProperty("unreferenced_blocks").GetInt32(), Is.EqualTo(5));
+        Assert.That(summary.GetProperty("indirect_blocks").GetInt32(), Is.EqualTo(4));
+        Assert.That(summary.GetProperty("threads_stopped").GetInt32(), Is.GreaterThanOrEqualTo(1));
+    }
+
+    [Test]
     public void MaxReported_CapsTheList_NotTheSummaries()
     {
         using var dir = new TempDir("scan-max");
