@@ -55,9 +55,32 @@ Task("Core")
     Native.Install(temporary, ctx.CoreLibrary.FullPath);
 });
 
+// The command-line tool: a framework-dependent program in artifacts/cli behind the launcher
+// script artifacts/bin/interposer (which finds the library in artifacts/lib).
+Task("Cli")
+    .Does<BuildContext>(ctx =>
+{
+    var cliDir = ctx.Artifacts.Combine("cli");
+    DotNetPublish("src/Cli/Cli.csproj", new DotNetPublishSettings
+    {
+        Configuration = ctx.Configuration,
+        OutputDirectory = cliDir,
+    });
+    var bin = ctx.Artifacts.Combine("bin");
+    EnsureDirectoryExists(bin);
+    var launcher = bin.CombineWithFilePath("interposer").FullPath;
+    System.IO.File.WriteAllText(launcher + ".tmp",
+        "#!/bin/sh\n# interposer: the command-line tool (src/Cli); see interposer --help\n" +
+        "here=$(dirname \"$(readlink -f \"$0\")\")\n" +
+        "exec dotnet \"$here/../cli/interposer.dll\" \"$@\"\n");
+    System.IO.File.SetUnixFileMode(launcher + ".tmp", (System.IO.UnixFileMode)Convert.ToInt32("755", 8));
+    Native.Install(launcher + ".tmp", launcher);
+});
+
 Task("Build")
     .IsDependentOn("Shim")
-    .IsDependentOn("Core");
+    .IsDependentOn("Core")
+    .IsDependentOn("Cli");
 
 Task("Demo")
     .IsDependentOn("Build")
