@@ -193,26 +193,23 @@ internal sealed unsafe class AllocationTable
 
     public bool TryGet(ulong address, out IpRecord record)
     {
-        ulong h = Hash(address);
         Shard* shard = &_shards[ShardOf(address)];
         SpinLockWord.Enter(ref shard->Lock);
+        IpRecord* slot = FindLocked(shard, address);
+        record = slot != null ? *slot : default;
+        SpinLockWord.Exit(ref shard->Lock);
+        return slot != null;
+    }
+
+    // The slot holding address's record, or null. Expects the shard lock held.
+    private static IpRecord* FindLocked(Shard* shard, ulong address)
+    {
         int bits = shard->CapacityBits;
         int mask = (1 << bits) - 1;
-        int i = SlotOf(h, bits);
-        record = default;
-        bool found = false;
-        while (shard->Slots[i].Address != 0)
-        {
+        for (int i = SlotOf(Hash(address), bits); shard->Slots[i].Address != 0; i = (i + 1) & mask)
             if (shard->Slots[i].Address == address)
-            {
-                record = shard->Slots[i];
-                found = true;
-                break;
-            }
-            i = (i + 1) & mask;
-        }
-        SpinLockWord.Exit(ref shard->Lock);
-        return found;
+                return &shard->Slots[i];
+        return null;
     }
 
     /// <summary>Live records (racy sum; exact when no thread allocates).</summary>
@@ -305,51 +302,31 @@ internal sealed unsafe class AllocationTable
     /// <summary>Sets min_count (when given) and flag bits of the record at address. False when there is none.</summary>
     public bool Update(ulong address, short? minCount, ushort setFlags)
     {
-        ulong h = Hash(address);
         Shard* shard = &_shards[ShardOf(address)];
         SpinLockWord.Enter(ref shard->Lock);
-        int bits = shard->CapacityBits;
-        int mask = (1 << bits) - 1;
-        bool found = false;
-        for (int i = SlotOf(h, bits); shard->Slots[i].Address != 0; i = (i + 1) & mask)
+        IpRecord* slot = FindLocked(shard, address);
+        if (slot != null)
         {
-            if (shard->Slots[i].Address == address)
-            {
-                if (minCount.HasValue)
-                    shard->Slots[i].MinCount = minCount.Value;
-                shard->Slots[i].Flags |= setFlags;
-                shard->Version++; // the scan's snapshot of this shard is stale
-                found = true;
-                break;
-            }
+            if (minCount.HasValue)
+                slot->MinCount = minCount.Value;
+            slot->Flags |= setFlags;
+            shard->Version++; // the scan's snapshot of this shard is stale
         }
         SpinLockWord.Exit(ref shard->Lock);
-        return found;
+        return slot != null;
     }
 
     /// <summary>Sets and clears flag bits of the record at address if it is still the block born at timeNs.</summary>
     public bool UpdateFlags(ulong address, ulong timeNs, ushort set, ushort clear)
     {
-        ulong h = Hash(address);
         Shard* shard = &_shards[ShardOf(address)];
         SpinLockWord.Enter(ref shard->Lock);
-        int bits = shard->CapacityBits;
-        int mask = (1 << bits) - 1;
-        bool found = false;
-        for (int i = SlotOf(h, bits); shard->Slots[i].Address != 0; i = (i + 1) & mask)
-        {
-            if (shard->Slots[i].Address == address)
-            {
-                if (shard->Slots[i].TimeNs == timeNs)
-                {
-                    shard->Slots[i].Flags = (ushort)((shard->Slots[i].Flags | set) & ~clear);
-                    found = true;
-                }
-                break;
-            }
-        }
+        IpRecord* slot = FindLocked(shard, address);
+        bool same = slot != null && slot->TimeNs == timeNs;
+        if (same)
+            slot->Flags = (ushort)((slot->Flags | set) & ~clear);
         SpinLockWord.Exit(ref shard->Lock);
-        return found;
+        return same;
     }
 
     /// <summary>fork prepare: take every shard lock, in index order.</summary>
