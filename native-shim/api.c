@@ -17,8 +17,7 @@
  *   __lsan_do_recoverable_leak_check()  scan now; 1 if leaks were found, else 0
  *   __lsan_register_root_region(p, n) / __lsan_unregister_root_region(p, n)  extra roots
  *
- * LOCKING: s_roots_lock guards the root-region table; a leaf, taken with `busy` set so the
- * stop-the-world never parks its holder (same rule as regions.c).
+ * The root regions live in regions.c, under its lock and busy-flag rule.
  */
 #define _GNU_SOURCE
 #include <stddef.h>
@@ -26,11 +25,6 @@
 #include <unistd.h>
 #include "shim_internal.h"
 
-#define IP_MAX_ROOTS 256
-
-static ip_region s_roots[IP_MAX_ROOTS];
-static int32_t s_nroots;
-static int s_roots_lock;
 static int s_leak_check_done;
 
 static int enter_api(void)
@@ -101,54 +95,13 @@ IP_EXPORT void __lsan_do_leak_check(void)
     }
 }
 
-static void roots_lock(void)
-{
-    while (__atomic_exchange_n(&s_roots_lock, 1, __ATOMIC_ACQUIRE) != 0)
-        __builtin_ia32_pause();
-}
-
-static void roots_unlock(void) { __atomic_store_n(&s_roots_lock, 0, __ATOMIC_RELEASE); }
-
 IP_EXPORT void __lsan_register_root_region(const void *p, size_t size)
 {
-    ip_thread *t = &ip_tls;
-    if (p == NULL || size == 0 || t->busy)
-        return;
-    t->busy = 1;
-    roots_lock();
-    if (s_nroots < IP_MAX_ROOTS)
-        s_roots[s_nroots++] = (ip_region){(uint64_t)p, (uint64_t)p + size};
-    else
+    if (p != NULL && size != 0 && ip_roots_add((uint64_t)p, (uint64_t)p + size) != 0)
         ip_message("__lsan_register_root_region: too many root regions; this one is not scanned", "");
-    roots_unlock();
-    t->busy = 0;
-    ip_stw_poll();
 }
 
 IP_EXPORT void __lsan_unregister_root_region(const void *p, size_t size)
 {
-    ip_thread *t = &ip_tls;
-    if (t->busy)
-        return;
-    t->busy = 1;
-    roots_lock();
-    for (int32_t i = 0; i < s_nroots; i++) {
-        if (s_roots[i].start == (uint64_t)p && s_roots[i].end == (uint64_t)p + size) {
-            s_roots[i] = s_roots[--s_nroots];
-            break;
-        }
-    }
-    roots_unlock();
-    t->busy = 0;
-    ip_stw_poll();
-}
-
-int32_t ip_root_regions_copy(ip_region *out, int32_t max)
-{
-    roots_lock();
-    int32_t n = s_nroots;
-    for (int32_t i = 0; i < n && i < max; i++)
-        out[i] = s_roots[i];
-    roots_unlock();
-    return n;
+    ip_roots_remove((uint64_t)p, (uint64_t)p + size);
 }

@@ -161,8 +161,7 @@ enum ip_annotation {
     IP_ANN_NOT_LEAK = 1,  /* kmemleak_not_leak, __lsan_ignore_object: min_count 0 (scanned, never reported) */
     IP_ANN_IGNORE = 2,    /* kmemleak_ignore: black (never scanned, never reported) */
     IP_ANN_NO_SCAN = 3,   /* kmemleak_no_scan: never scanned (may be reported) */
-    IP_ANN_ALLOC = 4,     /* kmemleak_alloc: a custom allocator's block [address, address+size), min_count value */
-    IP_ANN_FREE = 5,      /* kmemleak_free */
+    IP_ANN_ALLOC = 4,     /* kmemleak_alloc: the min_count (value) of a block just recorded like malloc's */
 };
 
 /*

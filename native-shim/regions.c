@@ -9,7 +9,8 @@
  * the runtime's and our threads' mappings are skipped by the guard and internal-thread rules.
  *
  * LOCKING
- *   s_lock   guards s_regions and s_count. Taken with the thread's `busy` flag set, so the
+ *   s_lock   guards s_regions and s_count, the departed-library ring and the root regions.
+ *            Taken with the thread's `busy` flag set, so the
  *            stop-the-world park check never parks a thread that holds it, and a signal handler
  *            that maps memory while its thread holds it skips the table instead of deadlocking.
  *            A leaf: nothing else is taken under it.
@@ -310,4 +311,45 @@ IP_EXPORT int dlclose(void *handle)
         errno = saved_errno;
     }
     return real(handle);
+}
+
+/* ---- __lsan_register_root_region (api.c): the program's explicit roots, always scanned.
+ * Same lock and busy rule as the regions above. */
+
+#define IP_MAX_ROOTS 256
+static ip_region s_roots[IP_MAX_ROOTS];
+static int32_t s_nroots;
+
+int ip_roots_add(uint64_t lo, uint64_t hi)
+{
+    if (!enter_any())
+        return 0; /* a signal handler inside our own update: skipped, as for regions */
+    int full = s_nroots >= IP_MAX_ROOTS;
+    if (!full)
+        s_roots[s_nroots++] = (ip_region){lo, hi};
+    leave();
+    return full ? -1 : 0;
+}
+
+void ip_roots_remove(uint64_t lo, uint64_t hi)
+{
+    if (!enter_any())
+        return;
+    for (int32_t i = 0; i < s_nroots; i++) {
+        if (s_roots[i].start == lo && s_roots[i].end == hi) {
+            s_roots[i] = s_roots[--s_nroots];
+            break;
+        }
+    }
+    leave();
+}
+
+int32_t ip_root_regions_copy(ip_region *out, int32_t max)
+{
+    lock();
+    int32_t n = s_nroots;
+    for (int32_t i = 0; i < n && i < max; i++)
+        out[i] = s_roots[i];
+    unlock();
+    return n;
 }

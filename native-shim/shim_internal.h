@@ -166,7 +166,9 @@ IP_HIDDEN void ip_control_close(void);
 IP_HIDDEN void ip_record_external(void *p, size_t size, uint64_t fp);
 IP_HIDDEN void ip_forget_external(void *p, uint64_t pc);
 
-/* api.c: the annotation API and LeakSanitizer's interface */
+/* regions.c: __lsan_register_root_region's table (api.c). add: -1 when full. */
+IP_HIDDEN int ip_roots_add(uint64_t lo, uint64_t hi);
+IP_HIDDEN void ip_roots_remove(uint64_t lo, uint64_t hi);
 IP_HIDDEN int32_t ip_root_regions_copy(ip_region *out, int32_t max);
 /* scan.c: runs a scan on the scanner thread and waits; *leaks = blocks found (-1 on failure). */
 IP_HIDDEN int32_t ip_scan_and_wait(int32_t *leaks);

@@ -58,7 +58,6 @@ internal enum Annotation
     Ignore = 2,
     NoScan = 3,
     Alloc = 4,
-    Free = 5,
 }
 
 internal enum ScanReason

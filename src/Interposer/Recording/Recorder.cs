@@ -104,7 +104,6 @@ internal static unsafe class Recorder
             Annotation.Ignore => s_table.Update(address, minCount: -1, setFlags: 0) ? 1 : 0,
             Annotation.NoScan => s_table.Update(address, minCount: null, setFlags: (ushort)RecordFlags.NoScan) ? 1 : 0,
             Annotation.Alloc => s_table.Update(address, minCount: (short)Math.Clamp(value, -1, short.MaxValue), setFlags: 0) ? 1 : 0,
-            Annotation.Free => s_table.Remove(address, null) ? 1 : 0,
             _ => 0,
         };
     }

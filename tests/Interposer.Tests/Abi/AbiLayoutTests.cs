@@ -298,7 +298,6 @@ public unsafe class AbiLayoutTests
             ("IP_ANN_IGNORE", Annotation.Ignore),
             ("IP_ANN_NO_SCAN", Annotation.NoScan),
             ("IP_ANN_ALLOC", Annotation.Alloc),
-            ("IP_ANN_FREE", Annotation.Free),
             ("IP_SCAN_SIGNAL", ScanReason.Signal),
             ("IP_SCAN_PERIODIC", ScanReason.Periodic),
             ("IP_SCAN_EXIT", ScanReason.Exit),
