@@ -8,6 +8,8 @@
  *   kmemleak_not_leak(p)      p's block is never reported, and is scanned (min_count 0)
  *   kmemleak_ignore(p)        p's block is never reported and never scanned (black)
  *   kmemleak_no_scan(p)       p's block is never scanned (it holds no pointers); it can leak
+ *   kmemleak_scan_area(p, n, gfp)  only [p, p+n) of the block holding p is scanned (more calls add
+ *                             areas; n = SIZE_MAX: from p to the block's end)
  *   kmemleak_alloc(p, n, min_count, gfp)  a custom allocator's block [p, p+n): tracked like malloc's
  *   kmemleak_free(p)          ... and its end
  *   __lsan_ignore_object(p)   as kmemleak_not_leak (LeakSanitizer treats ignored objects as roots)
@@ -50,6 +52,11 @@ static void annotate(const void *p, uint64_t size, int32_t op, int32_t value)
 IP_EXPORT void kmemleak_not_leak(const void *ptr) { annotate(ptr, 0, IP_ANN_NOT_LEAK, 0); }
 IP_EXPORT void kmemleak_ignore(const void *ptr) { annotate(ptr, 0, IP_ANN_IGNORE, 0); }
 IP_EXPORT void kmemleak_no_scan(const void *ptr) { annotate(ptr, 0, IP_ANN_NO_SCAN, 0); }
+IP_EXPORT void kmemleak_scan_area(const void *ptr, size_t size, unsigned int gfp)
+{
+    (void)gfp;
+    annotate(ptr, size, IP_ANN_SCAN_AREA, 0);
+}
 IP_EXPORT void kmemleak_free(const void *ptr)
 {
     ip_forget_external((void *)ptr, (uint64_t)__builtin_return_address(0));

@@ -11,6 +11,9 @@
  *   kmemleak_not_leak(p)   never reported; scanned (its pointees stay referenced)
  *   kmemleak_ignore(p)     never reported; never scanned
  *   kmemleak_no_scan(p)    never scanned (holds no pointers); may still be reported
+ *   kmemleak_scan_area(p, size, gfp)
+ *                          scan only [p, p+size) of the block holding p (more calls add areas;
+ *                          size SIZE_MAX: from p to the block's end)
  *   kmemleak_alloc(p, size, min_count, gfp) / kmemleak_free(p)
  *                          a custom allocator registers its blocks; min_count 0 = never reported
  * LeakSanitizer's interface (sanitizer/lsan_interface.h):
@@ -35,6 +38,7 @@ extern "C" {
 INTERPOSER_WEAK void kmemleak_not_leak(const void *ptr);
 INTERPOSER_WEAK void kmemleak_ignore(const void *ptr);
 INTERPOSER_WEAK void kmemleak_no_scan(const void *ptr);
+INTERPOSER_WEAK void kmemleak_scan_area(const void *ptr, size_t size, unsigned int gfp);
 INTERPOSER_WEAK void kmemleak_alloc(const void *ptr, size_t size, int min_count, unsigned int gfp);
 INTERPOSER_WEAK void kmemleak_free(const void *ptr);
 

@@ -162,6 +162,7 @@ enum ip_annotation {
     IP_ANN_IGNORE = 2,    /* kmemleak_ignore: black (never scanned, never reported) */
     IP_ANN_NO_SCAN = 3,   /* kmemleak_no_scan: never scanned (may be reported) */
     IP_ANN_ALLOC = 4,     /* kmemleak_alloc: the min_count (value) of a block just recorded like malloc's */
+    IP_ANN_SCAN_AREA = 5, /* kmemleak_scan_area: scan only [address, address+size) of the block holding it */
 };
 
 /*

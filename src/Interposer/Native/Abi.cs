@@ -58,6 +58,7 @@ internal enum Annotation
     Ignore = 2,
     NoScan = 3,
     Alloc = 4,
+    ScanArea = 5,
 }
 
 internal enum ScanReason

@@ -104,6 +104,7 @@ internal static unsafe class Recorder
             Annotation.Ignore => s_table.Update(address, minCount: -1, setFlags: 0) ? 1 : 0,
             Annotation.NoScan => s_table.Update(address, minCount: null, setFlags: (ushort)RecordFlags.NoScan) ? 1 : 0,
             Annotation.Alloc => s_table.Update(address, minCount: (short)Math.Clamp(value, -1, short.MaxValue), setFlags: 0) ? 1 : 0,
+            Annotation.ScanArea => ScanAreas.Add(address, size),
             _ => 0,
         };
     }
@@ -128,7 +129,19 @@ internal static unsafe class Recorder
     public static int OnFree(ulong address, IpRecord* stash)
     {
         ReplayIfPending();
-        return s_table.Remove(address, stash) ? 1 : 0;
+        return RemoveBlock(address, stash) ? 1 : 0;
+    }
+
+    // Every removal goes through here, so a block's scan areas die with it.
+    private static bool RemoveBlock(ulong address, IpRecord* stash)
+    {
+        IpRecord removed;
+        if (stash == null)
+            stash = &removed;
+        if (!s_table.Remove(address, stash))
+            return false;
+        ScanAreas.OnFree(address, stash->Size);
+        return true;
     }
 
     public static int OnRestore(IpRecord* record)
@@ -203,7 +216,7 @@ internal static unsafe class Recorder
     {
         if (e->Kind == (ushort)EventKind.Free)
         {
-            s_table.Remove(e->Address, null);
+            RemoveBlock(e->Address, null);
             return;
         }
         ulong* frames = stackalloc ulong[Abi.DeferredFrames];

@@ -28,6 +28,7 @@ internal sealed unsafe class InStopWork
     private readonly byte[] _heads;            // HeadBytes per block, for the hex dump
     private readonly byte[] _headLength;       // bytes of _heads valid for block k
     private Marker _marker;
+    private readonly ScanAreaSet _areas;       // kmemleak_scan_area ranges, by block position
     private readonly MemoryRange[] _segments;  // LoadedSegments, collected before the stop
     private readonly MemoryRange[] _loaderCode; // ld.so's code: blocks it allocated are never reported
 
@@ -53,8 +54,10 @@ internal sealed unsafe class InStopWork
     private readonly MemoryRange[] _rootLog = new MemoryRange[4096]; // root ranges read, for Why()
     private int _rootLogCount;
 
-    public InStopWork(BlockIndex index, IpRecord[] records, long[] shardVersions, Settings settings, IpShimApi* api)
+    public InStopWork(BlockIndex index, IpRecord[] records, long[] shardVersions, Settings settings, IpShimApi* api,
+                      ScanAreaSet? areas = null)
     {
+        _areas = areas ?? ScanAreaSet.Empty;
         _shardVersions = shardVersions;
         _segments = LoadedSegments.Collect(RootRegions.InterposerModules, out MemoryRange[] libc, out _loaderCode);
         MainArena = LoadedSegments.FindMainArena(libc);
@@ -69,7 +72,7 @@ internal sealed unsafe class InStopWork
         _present = new bool[index.Count];
         _heads = new byte[(long)index.Count * HeadBytes];
         _headLength = new byte[index.Count];
-        _marker = new Marker(index);
+        _marker = new Marker(index, _areas);
     }
 
     public BlockIndex Index => _index;
@@ -100,7 +103,7 @@ internal sealed unsafe class InStopWork
         Array.Clear(_present);
         Array.Clear(_headLength);
         _rootLogCount = 0;
-        _marker = new Marker(_index); // Ignore() of an earlier attempt must not carry over
+        _marker = new Marker(_index, _areas); // Ignore() of an earlier attempt must not carry over
     }
 
     /// <summary>Phase 3. False when the maps did not fit the prepared buffer (resume, prepare larger, retry).</summary>

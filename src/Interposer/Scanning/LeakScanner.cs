@@ -113,6 +113,9 @@ internal static unsafe class LeakScanner
 
         // ---- 1. prepare (allocates) ----
         Recorder.Replay();
+        // After the replay (a queued free drops its block's areas), before the snapshot: every
+        // area copied belongs to a block allocated before the snapshot, unless it was freed since.
+        ScanAreas.Area[] areas = ScanAreas.Copy();
         var shardVersions = new long[AllocationTable.ShardCount];
         IpRecord[] records = Recorder.Table.Snapshot(shardVersions);
         ulong now = Interop.Libc.MonotonicCoarseNs();
@@ -129,7 +132,7 @@ internal static unsafe class LeakScanner
         long snapshotted = Stopwatch.GetTimestamp();
         var index = BlockIndex.Build(blocks);
         long indexed = Stopwatch.GetTimestamp();
-        var work = new InStopWork(index, records, shardVersions, s_settings, api);
+        var work = new InStopWork(index, records, shardVersions, s_settings, api, FileScanAreas(index, areas));
         work.PrepareTicks[0] = snapshotted - started;
         work.PrepareTicks[1] = indexed - snapshotted;
         work.PrepareTicks[2] = Stopwatch.GetTimestamp() - indexed;
@@ -179,6 +182,38 @@ internal static unsafe class LeakScanner
         int rc = clear ? MarkSeen(work, records) : WriteReport(reason, work, records, stopped, started);
         Interlocked.Increment(ref s_scans);
         return rc;
+    }
+
+    // kmemleak_scan_area ranges -> the blocks holding them. An area outside every block, or one
+    // that runs past its block's end (the kernel's "Scan area larger than object"), is refused
+    // and dropped, with one stderr line; one whose block was freed since the copy is dropped by
+    // that free and needs no word.
+    private static ScanAreaSet? FileScanAreas(BlockIndex index, ScanAreas.Area[] areas)
+    {
+        if (areas.Length == 0)
+            return null;
+        var filed = new List<(int, MemoryRange)>(areas.Length);
+        foreach (ScanAreas.Area area in areas)
+        {
+            int k = index.Find(area.Start);
+            if (k >= 0)
+            {
+                index.GetContents(k, out _, out ulong blockEnd);
+                ulong blockStart = index.Blocks[k].Address;
+                ulong realEnd = blockStart + index.Blocks[k].Size;
+                if (area.End == ulong.MaxValue || area.End <= realEnd)
+                {
+                    filed.Add((k, MemoryRange.FromBounds(area.Start, Math.Min(area.End, Math.Min(blockEnd, realEnd)))));
+                    continue;
+                }
+            }
+            if (ScanAreas.Remove(area))
+            {
+                string why = k >= 0 ? "runs past the end of its block" : "is not inside a tracked block";
+                Diagnostics.Message($"kmemleak_scan_area(0x{area.Start:x}, {area.End - area.Start}): the area {why}; ignored");
+            }
+        }
+        return ScanAreaSet.Build(filed);
     }
 
     private static int MarkSeen(InStopWork work, IpRecord[] records)

@@ -12,6 +12,8 @@ internal enum BlockFlags : ushort
     None = 0,
     /// <summary>kmemleak_no_scan: the block holds no pointers. It is marked, but its contents are never read.</summary>
     NoScan = 1,
+    /// <summary>kmemleak_scan_area: only the block's scan areas are read (Marker's ScanAreaSet).</summary>
+    ScanAreas = 2,
 }
 
 /// <summary>One live heap block as the scanner sees it.</summary>

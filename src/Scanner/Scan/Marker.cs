@@ -69,6 +69,7 @@ internal sealed class Marker
     }
 
     private readonly BlockIndex _index;
+    private readonly ScanAreaSet _areas;   // kmemleak_scan_area: blocks read only in part
     private readonly RefCount[] _refs;     // per block; MinCount copied from the block, -1 after Ignore
     private readonly int[] _grayList;      // stack of gray blocks whose contents are still to scan
     private int _grayCount;                // entries in _grayList
@@ -93,9 +94,10 @@ internal sealed class Marker
     private const int PrefetchLines = 4;
     private bool _indirectPass;                                // what a hit does: count, or flag indirect
 
-    public Marker(BlockIndex index)
+    public Marker(BlockIndex index, ScanAreaSet? areas = null)
     {
         _index = index;
+        _areas = areas ?? ScanAreaSet.Empty;
         _refs = GC.AllocateUninitializedArray<RefCount>(index.Count, pinned: true); // prefetched by address
         _grayList = new int[index.Count];
         _indirect = new bool[index.Count];
@@ -105,6 +107,9 @@ internal sealed class Marker
             _refs[i].MinCount = (short)Math.Clamp(blocks[i].MinCount, -1, short.MaxValue);
             _refs[i].Flags = blocks[i].Flags;
         }
+        foreach (int i in _areas.Blocks)
+            if ((uint)i < (uint)_refs.Length)
+                _refs[i].Flags |= BlockFlags.ScanAreas;
         Reset();
     }
 
@@ -196,8 +201,7 @@ internal sealed class Marker
                 PrefetchContents(_grayList[_grayCount - 1]);
             if (_refs[i].MinCount < 0 || (_refs[i].Flags & BlockFlags.NoScan) != 0)
                 continue; // ignored after it was listed, or holds no pointers by annotation
-            _index.GetContents(i, out ulong start, out ulong end);
-            _stats.BlockBytes += ScanRange(ref reader, start, end, i);
+            _stats.BlockBytes += ScanContents(ref reader, i);
             _stats.BlocksScanned++;
         }
     }
@@ -217,8 +221,7 @@ internal sealed class Marker
         {
             if (!IsWhite(_refs[i]) || (_refs[i].Flags & BlockFlags.NoScan) != 0)
                 continue;
-            _index.GetContents(i, out ulong start, out ulong end);
-            _stats.IndirectBytes += ScanRange(ref reader, start, end, i);
+            _stats.IndirectBytes += ScanContents(ref reader, i);
         }
         FlushCandidates();
         _indirectPass = false;
@@ -268,6 +271,22 @@ internal sealed class Marker
         ulong stop = end - start > PrefetchLines * 64 ? start + PrefetchLines * 64 : end;
         for (ulong line = start; line < stop; line += 64)
             BlockIndex.Prefetch(line);
+    }
+
+    // Block i's contents: all of it, or only its scan areas (clipped to the block).
+    private long ScanContents<TReader>(ref TReader reader, int i) where TReader : struct, IMemoryReader
+    {
+        _index.GetContents(i, out ulong start, out ulong end);
+        if ((_refs[i].Flags & BlockFlags.ScanAreas) == 0)
+            return ScanRange(ref reader, start, end, i);
+        long bytes = 0;
+        foreach (MemoryRange area in _areas.AreasOf(i))
+        {
+            ulong from = Math.Max(area.Start, start), to = Math.Min(area.End, end);
+            if (from < to)
+                bytes += ScanRange(ref reader, from, to, i);
+        }
+        return bytes;
     }
 
     // Reads [start, end) as aligned words (a trailing partial word is not a pointer: LSan's and

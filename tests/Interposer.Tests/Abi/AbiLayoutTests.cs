@@ -298,6 +298,7 @@ public unsafe class AbiLayoutTests
             ("IP_ANN_IGNORE", Annotation.Ignore),
             ("IP_ANN_NO_SCAN", Annotation.NoScan),
             ("IP_ANN_ALLOC", Annotation.Alloc),
+            ("IP_ANN_SCAN_AREA", Annotation.ScanArea),
             ("IP_SCAN_SIGNAL", ScanReason.Signal),
             ("IP_SCAN_PERIODIC", ScanReason.Periodic),
             ("IP_SCAN_EXIT", ScanReason.Exit),

@@ -69,6 +69,24 @@ public sealed class ApiTests
     }
 
     [Test]
+    public void KmemleakScanArea_OnlyTheAreasOfABlockAreScanned()
+    {
+        using var dir = new TempDir("api-scanarea");
+        string report = dir.File("r.txt");
+        RunResult r = Programs.Run(Annotations, new[] { "scanarea" }, preload: true, options: $"report_path={report}");
+        E2E.AssertCleanExit(r, "annotations scanarea");
+        string text = File.ReadAllText(report);
+        string[] Tag(string tag) => r.Stdout.Split('\n').Where(l => l.StartsWith(tag + " ")).Select(l => l.Substring(tag.Length + 1)).ToArray();
+        string[] reported = LeakScanTests.Outcome.Objects(text);
+        Assert.That(Tag("LEAK"), Has.Length.EqualTo(3));
+        Assert.That(reported, Is.EquivalentTo(Tag("LEAK")), r.Stdout + text);
+        Assert.That(reported, Has.None.AnyOf(Tag("KEEP")));
+        Assert.That(r.Stderr, Does.Contain("the area is not inside a tracked block; ignored"));
+        Assert.That(r.Stderr, Does.Contain("the area runs past the end of its block; ignored"));
+        TestContext.Out.WriteLine(Tag("REUSED").Single());
+    }
+
+    [Test]
     public void ProgramBuiltWithTheHeader_RunsWithoutTheLibrary()
     {
         RunResult r = Programs.Run(Annotations, new[] { "lsan" }, preload: false);

@@ -7,6 +7,7 @@
  *                           recoverable leak checks
  *   annotations kmemleak    not_leak, ignore, no_scan, a custom allocator (alloc/free)
  *   annotations leakcheck   __lsan_do_leak_check with a leak: the process ends with exit code 23
+ *   annotations scanarea    kmemleak_scan_area: only the areas of a block are scanned
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -134,6 +135,71 @@ static NOINLINE void kmemleak_modes(void)
     printf("SCANNED %d\n", interposer_scan ? interposer_scan() : -1);
 }
 
+/* Block i (n bytes, held by a global) with a pointer to a fresh block at each offset given. */
+void *g_hold[8]; /* global roots (external linkage: stores to it are kept) */
+static NOINLINE void *holder(int slot, size_t n)
+{
+    void **h = calloc(1, n);
+    g_hold[slot] = h;
+    return h;
+}
+
+static NOINLINE void point(void *h, size_t offset, int i, size_t n, const char *tag)
+{
+    leak(i, n);
+    *(void **)((char *)h + offset) = unmask(i);
+    printf("%s %p\n", tag, unmask(i));
+}
+
+static NOINLINE void scan_area_modes(void)
+{
+    /* Only [h, h+64) is scanned: the pointer at 0 holds its block, the one at 128 does not. */
+    char *h = holder(0, 256);
+    point(h, 0, 0, 24, "KEEP");
+    point(h, 128, 1, 24, "LEAK");
+    INTERPOSER_CALL(kmemleak_scan_area, h, 64, 0);
+
+    /* SIZE_MAX: from the area's start to the block's end; an interior start address. */
+    char *h2 = holder(1, 256);
+    point(h2, 16, 2, 32, "LEAK");
+    point(h2, 200, 3, 32, "KEEP");
+    INTERPOSER_CALL(kmemleak_scan_area, h2 + 128, SIZE_MAX, 0);
+
+    /* Areas die with their block: a later block at the same address is scanned whole. */
+    char *old = malloc(192);
+    INTERPOSER_CALL(kmemleak_scan_area, old, 8, 0);
+    free(old);
+    char *h3 = holder(2, 192);
+    printf("REUSED %s\n", (void *)h3 == (void *)old ? "same" : "different");
+    old = NULL;
+    point(h3, 96, 4, 40, "KEEP");
+
+    /* Overlapping areas are read once: a min_count-2 block held by one pointer in the overlap
+       is still a leak. */
+    char *h4 = holder(3, 64);
+    char *pool = malloc(256);
+    INTERPOSER_CALL(kmemleak_ignore, pool);
+    INTERPOSER_CALL(kmemleak_alloc, pool + 64, 48, 2, 0);
+    *(void **)(h4 + 8) = pool + 64;
+    printf("LEAK %p\n", (void *)(pool + 64));
+    INTERPOSER_CALL(kmemleak_scan_area, h4, 16, 0);
+    INTERPOSER_CALL(kmemleak_scan_area, h4 + 8, 16, 0);
+    pool = NULL;
+
+    /* Refused with a word on stderr, and the block is scanned whole: an area outside every
+       block, and one longer than its block. */
+    long on_stack[4];
+    INTERPOSER_CALL(kmemleak_scan_area, on_stack, sizeof on_stack, 0);
+    char *h5 = holder(4, 64);
+    point(h5, 48, 5, 24, "KEEP");
+    INTERPOSER_CALL(kmemleak_scan_area, h5, 4096, 0);
+
+    h = h2 = h3 = h4 = h5 = NULL;
+    fflush(stdout);
+    scrub();
+    printf("SCANNED %d\n", interposer_scan ? interposer_scan() : -1);
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -143,6 +209,8 @@ int main(int argc, char **argv)
         lsan_modes();
     else if (strcmp(argv[1], "kmemleak") == 0)
         kmemleak_modes();
+    else if (strcmp(argv[1], "scanarea") == 0)
+        scan_area_modes();
     else if (strcmp(argv[1], "leakcheck") == 0) {
         leak(0, 70);
         scrub();
