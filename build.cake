@@ -91,7 +91,14 @@ Task("Demo")
 
 Task("Test")
     .IsDependentOn("Build")
-    .Does<BuildContext>(ctx => RunTests(ctx, ctx.TestFilter, new Dictionary<string, string>()));
+    .Does<BuildContext>(ctx =>
+{
+    // Symbolization tests read libc's file:line from its separate debug file (valgrind's
+    // dependency, so usually present already).
+    Native.RequirePackage(Context, "libc6-dbg", "libc's debug symbols, for the file:line tests");
+    Native.RequirePackage(Context, "liblsan0", "gcc's LeakSanitizer, run side by side in the API tests");
+    RunTests(ctx, ctx.TestFilter, new Dictionary<string, string>());
+});
 
 // Trust: the host-safety suite alone (issue 4), with its figures. --soak runs each load for
 // 30 minutes instead of 30 s and fuzzes each parser for 5 minutes.

@@ -24,6 +24,28 @@ public static class Native
             throw new CakeException($"{tool} is required. Install it with: sudo apt-get install {debianPackage}");
     }
 
+    // A Debian package that is not a command (debug symbols the tests read), installed the same way.
+    public static void RequirePackage(ICakeContext ctx, string debianPackage, string why)
+    {
+        if (HasPackage(ctx, debianPackage)) return;
+        bool root = System.Environment.UserName == "root";
+        bool apt = System.IO.File.Exists("/usr/bin/apt-get");
+        if (root && apt)
+        {
+            ctx.Information($"{debianPackage} is missing ({why}): installing it");
+            Run(ctx, "/bin/sh", $"-c \"apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {debianPackage}\"");
+        }
+        if (!HasPackage(ctx, debianPackage))
+            throw new CakeException($"{debianPackage} is required ({why}). Install it with: sudo apt-get install {debianPackage}");
+    }
+
+    private static bool HasPackage(ICakeContext ctx, string package) =>
+        ctx.StartProcess("/bin/sh", new ProcessSettings
+        {
+            Arguments = $"-c \"dpkg-query -W -f='${{Status}}' {package} 2>/dev/null | grep -q 'ok installed'\"",
+            Silent = true,
+        }) == 0;
+
     public static bool Has(ICakeContext ctx, string tool) =>
         ctx.StartProcess("/bin/sh", new ProcessSettings { Arguments = $"-c \"command -v {tool} >/dev/null\"", Silent = true }) == 0;
 

@@ -10,11 +10,15 @@ using System.Text.Json;
 
 namespace Interposer.Cli;
 
-internal sealed record Frame(string Pc, string? Function, string? Offset, string? Module, string? ModuleOffset)
+internal sealed record Frame(string Pc, string? Function, string? Offset, string? Module, string? ModuleOffset,
+                            string? File = null, int Line = 0)
 {
+    // The same text as FrameInfo.Format in the library's own text report.
     public string Text => Function != null
-        ? $"[<{Pc}>] {Function}+{Offset} ({Module ?? "??"})"
-        : Module != null ? $"[<{Pc}>] ?? ({Module}+{ModuleOffset})" : $"[<{Pc}>] ??";
+        ? $"[<{Pc}>] {Function}+{Offset} ({Module ?? "??"}){Where}"
+        : Module != null ? $"[<{Pc}>] ?? ({Module}+{ModuleOffset}){Where}" : $"[<{Pc}>] ??";
+
+    private string Where => File != null ? string.Create(CultureInfo.InvariantCulture, $" {File}:{Line}") : "";
 
     /// <summary>A frame's identity across processes (addresses differ with ASLR).</summary>
     public string Key => Function != null ? $"{Function}+{Offset}@{Path.GetFileName(Module)}" : $"{Path.GetFileName(Module)}+{ModuleOffset}";
@@ -70,7 +74,8 @@ internal sealed class ReportModel
     }
 
     private static Frame[] Frames(JsonElement e) => e.GetProperty("frames").EnumerateArray().Select(f => new Frame(
-        f.GetProperty("pc").GetString()!, Opt(f, "function"), Opt(f, "offset"), Opt(f, "module"), Opt(f, "module_offset"))).ToArray();
+        f.GetProperty("pc").GetString()!, Opt(f, "function"), Opt(f, "offset"), Opt(f, "module"), Opt(f, "module_offset"),
+        Opt(f, "file"), f.TryGetProperty("line", out var line) ? line.GetInt32() : 0)).ToArray();
 
     private static string? Opt(JsonElement e, string name) => e.TryGetProperty(name, out var v) ? v.GetString() : null;
 
@@ -138,6 +143,7 @@ internal sealed class ReportModel
                     w.WriteString("pc", f.Pc);
                     if (f.Function != null) { w.WriteString("function", f.Function); w.WriteString("offset", f.Offset); }
                     if (f.Module != null) { w.WriteString("module", f.Module); w.WriteString("module_offset", f.ModuleOffset); }
+                    if (f.File != null) { w.WriteString("file", f.File); w.WriteNumber("line", f.Line); }
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();

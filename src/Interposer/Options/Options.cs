@@ -151,7 +151,7 @@ internal static class OptionTable
         new("max_reported", OptionType.Int, "1000",
             "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
         new("suppressions", OptionType.String, "",
-            "A file of LeakSanitizer-style suppressions, one leak:<pattern> per line ('*' wildcard, ^ and $ anchors), matched against every frame's function and module. Suppressed blocks are counted in the summary, not listed."),
+            "A file of LeakSanitizer-style suppressions, one leak:<pattern> per line ('*' wildcard, ^ and $ anchors), matched against every frame's function, module and source file. Suppressed blocks are counted in the summary, not listed."),
         new("control", OptionType.Bool, "1",
             "Open the control socket (kmemleak's debugfs commands: scan, clear, dump=<addr>, stack=on|off, scan=on|off|<secs>, off)."),
         new("control_path", OptionType.String, "",

@@ -115,7 +115,7 @@ internal static class LeakReport
     /// <summary>
     /// The same content as JSON (report_format=json): {"format":"interposer-leaks","version":1,
     /// "pid", "blocks":[{address, size, age_s, comm, tid, kind, crc, head_hex, frames:[{pc,
-    /// function, offset, module, module_offset}]}], "stacks":[{kind, bytes, blocks, crc, frames}],
+    /// function, offset, module, module_offset, file, line}]}], "stacks":[{kind, bytes, blocks, crc, frames}],
     /// "notes":[...], "summary":{...}}. Addresses are "0x..." strings (JSON numbers lose 64-bit
     /// precision in many readers). The per-block list honours maxReported like the text.
     /// </summary>
@@ -142,6 +142,7 @@ internal static class LeakReport
                     w.WriteString("pc", Hex(pc));
                     if (f.Function != null) { w.WriteString("function", f.Function); w.WriteString("offset", Hex(f.FunctionOffset)); }
                     if (f.ModulePath != null) { w.WriteString("module", f.ModulePath); w.WriteString("module_offset", Hex(f.ModuleOffset)); }
+                    if (f.File != null) { w.WriteString("file", f.File); w.WriteNumber("line", f.Line); }
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();

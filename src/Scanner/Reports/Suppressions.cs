@@ -1,6 +1,6 @@
 // Suppressions.cs — LeakSanitizer's suppression files: one `leak:<pattern>` per line, '#'
-// comments, blank lines ignored. A pattern matches a frame's function name or module path (the
-// source file too, once frames carry file:line): `*` matches any run of characters, a leading `^`
+// comments, blank lines ignored. A pattern matches a frame's function name, module path or
+// source file (from the DWARF line table): `*` matches any run of characters, a leading `^`
 // and a trailing `$` anchor it, and without anchors it matches anywhere in the name (LSan's
 // TemplateMatch). A leaked block is suppressed when any frame of its allocation stack matches.
 // Parsing never throws: a bad line gets one error naming its line number and is skipped.
@@ -96,7 +96,8 @@ internal sealed class Suppressions
             foreach (FrameInfo f in frames)
             {
                 if ((f.Function != null && TemplateMatch(rule.Pattern, f.Function)) ||
-                    (f.ModulePath != null && TemplateMatch(rule.Pattern, f.ModulePath)))
+                    (f.ModulePath != null && TemplateMatch(rule.Pattern, f.ModulePath)) ||
+                    (f.File != null && TemplateMatch(rule.Pattern, f.File)))
                 {
                     rule.Blocks++;
                     rule.Bytes += size;

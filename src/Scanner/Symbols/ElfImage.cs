@@ -5,6 +5,10 @@
 // Symbol source, first that exists: the module's own .symtab; the .symtab of its separate debug
 // file (build-id or .gnu_debuglink, verified); the module's .dynsym. A module with none of them
 // still gets an image (with an empty table) so the bias, and so module+offset, stays exact.
+//
+// Line source, first that exists: the module's own .debug_line (built with -g, not stripped);
+// its verified debug file's. The line table is parsed on the first file:line question only
+// (DwarfLineTable: libc6-dbg's 1.3 MB table, 185k rows, in ~70 ms), because a report asks about few modules.
 
 using System;
 using System.Buffers.Binary;
@@ -22,13 +26,27 @@ internal sealed class ElfImage
     // In file order, executable ones first: an executable mapping is matched against them first.
     private readonly LoadSegment[] _loads;
 
-    private ElfImage(LoadSegment[] loads, bool isFixedAddress, FunctionTable functions, string symbolSource)
+    // The line table, parsed from LineSource on first use (thread-safe: Lazy's default mode).
+    private readonly Lazy<DwarfLineTable> _lines;
+
+    private ElfImage(LoadSegment[] loads, bool isFixedAddress, FunctionTable functions, string symbolSource, string? lineSource)
     {
         _loads = loads;
         IsFixedAddress = isFixedAddress;
         Functions = functions;
         SymbolSource = symbolSource;
+        LineSource = lineSource;
+        _lines = new Lazy<DwarfLineTable>(() => LoadLines(lineSource));
     }
+
+    /// <summary>The file whose .debug_line gives file:line (the module or its debug file), or null.</summary>
+    public string? LineSource { get; }
+
+    /// <summary>The line table (empty without debug info); parsed on first use.</summary>
+    public DwarfLineTable Lines => _lines.Value;
+
+    /// <summary>Source file and line of the instruction at ELF virtual address vaddr.</summary>
+    public bool TryFindLine(ulong vaddr, out string file, out int line) => Lines.TryFind(vaddr, out file, out line);
 
     /// <summary>ET_EXEC: virtual addresses are absolute, the load bias is 0.</summary>
     public bool IsFixedAddress { get; }
@@ -51,19 +69,21 @@ internal sealed class ElfImage
             var loads = ReadLoads(elf);
             var symbols = new List<FunctionTable.Entry>();
             string source = path;
-            if (FindSymbolTable(elf, ElfSectionType.SymbolTable) is { } symtab)
-            {
+            var symtab = FindSymbolTable(elf, ElfSectionType.SymbolTable);
+            bool ownLines = FindSection(elf, ".debug_line") is not null;
+            // The debug file is looked for when the module lacks symbols or lines; its symbols are
+            // taken only when the module has none of its own.
+            string? debugPath = symtab is null || !ownLines
+                ? FindDebugFile(elf, path, locator, symtab is null ? symbols : null)
+                : null;
+            if (symtab is not null)
                 AddFunctions(symtab, symbols);
-            }
-            else if (TryLoadDebugSymbols(elf, path, locator, symbols, out var debugPath))
-            {
+            else if (debugPath is not null && symbols.Count > 0)
                 source = debugPath;
-            }
             else if (FindSymbolTable(elf, ElfSectionType.DynamicLinkerSymbolTable) is { } dynsym)
-            {
                 AddFunctions(dynsym, symbols);
-            }
-            return new ElfImage(loads, elf.FileType == ElfFileType.Executable, FunctionTable.Build(symbols), source);
+            string? lineSource = ownLines ? path : debugPath;
+            return new ElfImage(loads, elf.FileType == ElfFileType.Executable, FunctionTable.Build(symbols), source, lineSource);
         }
         catch (Exception)
         {
@@ -161,13 +181,12 @@ internal sealed class ElfImage
         }
     }
 
-    // Tries the debug-file candidates for a module without .symtab; adds the first verified
-    // debug file's .symtab functions. A bad candidate is skipped, not fatal: the module's own
+    // The first verified debug-file candidate, or null. With into, the candidate must also have a
+    // .symtab, whose functions are added. A bad candidate is skipped, not fatal: the module's own
     // .dynsym and load segments are still good.
-    private static bool TryLoadDebugSymbols(
-        ElfFile elf, string modulePath, DebugFileLocator locator, List<FunctionTable.Entry> into, out string debugPath)
+    private static string? FindDebugFile(
+        ElfFile elf, string modulePath, DebugFileLocator locator, List<FunctionTable.Entry>? into)
     {
-        debugPath = string.Empty;
         byte[] buildId = ReadBuildId(elf);
         string? link = ReadDebugLink(elf, out uint linkCrc);
         foreach (var candidate in locator.Candidates(modulePath, buildId, link))
@@ -175,18 +194,16 @@ internal sealed class ElfImage
             if (candidate == modulePath || !File.Exists(candidate))
                 continue;
             if (TryReadDebugFile(candidate, buildId, link, linkCrc, into))
-            {
-                debugPath = candidate;
-                return true;
-            }
+                return candidate;
         }
-        return false;
+        return null;
     }
 
-    // Only symbols are taken from a debug file, never load segments: its sections are NOBITS, and
-    // LibObjectFile then reports segment offsets that differ from the stored p_offset.
+    // Only symbols (and, later, lines) are taken from a debug file, never load segments: its
+    // sections are NOBITS, and LibObjectFile then reports segment offsets that differ from the
+    // stored p_offset.
     private static bool TryReadDebugFile(
-        string candidate, byte[] buildId, string? link, uint linkCrc, List<FunctionTable.Entry> into)
+        string candidate, byte[] buildId, string? link, uint linkCrc, List<FunctionTable.Entry>? into)
     {
         try
         {
@@ -197,7 +214,11 @@ internal sealed class ElfImage
             bool verified = buildId.Length > 0
                 ? buildId.AsSpan().SequenceEqual(ReadBuildId(debugElf))
                 : link is not null && DebugFileLocator.Crc32Of(candidate) == linkCrc;
-            if (!verified || FindSymbolTable(debugElf, ElfSectionType.SymbolTable) is not { } symtab)
+            if (!verified)
+                return false;
+            if (into is null)
+                return true;
+            if (FindSymbolTable(debugElf, ElfSectionType.SymbolTable) is not { } symtab)
                 return false;
             var symbols = new List<FunctionTable.Entry>();
             AddFunctions(symtab, symbols);
@@ -207,6 +228,43 @@ internal sealed class ElfImage
         catch (Exception)
         {
             return false;
+        }
+    }
+
+    private static ElfSection? FindSection(ElfFile elf, string name)
+    {
+        foreach (var section in elf.Sections)
+        {
+            if (section.Name.Value == name)
+                return section;
+        }
+        return null;
+    }
+
+    // A section's contents, inflated when SHF_COMPRESSED; empty when absent or NOBITS.
+    private static byte[] SectionContents(ElfFile elf, string name) =>
+        FindSection(elf, name) is ElfStreamSection { Stream: { } content } section
+            ? DwarfLineTable.SectionBytes(ReadAll(content), (ulong)section.Flags)
+            : Array.Empty<byte>();
+
+    // Never throws: a file that changed or cannot be read gives no lines, not a failed report.
+    private static DwarfLineTable LoadLines(string? path)
+    {
+        if (path is null)
+            return DwarfLineTable.Empty;
+        try
+        {
+            using var stream = File.OpenRead(path);
+            if (!TryReadElf(stream, out var elf))
+                return DwarfLineTable.Empty;
+            byte[] lines = SectionContents(elf, ".debug_line");
+            return lines.Length == 0
+                ? DwarfLineTable.Empty
+                : DwarfLineTable.Parse(lines, SectionContents(elf, ".debug_line_str"), SectionContents(elf, ".debug_str"));
+        }
+        catch (Exception)
+        {
+            return DwarfLineTable.Empty;
         }
     }
 

@@ -59,9 +59,14 @@ internal sealed class Symbolizer
             // Return addresses point past the call; the caller's symbol is looked up at the address
             // as given, like kmemleak, and callers that want the call site subtract 1 themselves.
             ulong vaddr = unchecked(address - image.LoadBias(module));
+            // The line of the call, not of the instruction after it: vaddr - 1 is inside the call.
+            string? file = null;
+            int line = 0;
+            if (vaddr > 0 && image.TryFindLine(vaddr - 1, out string f, out int l))
+                (file, line) = (f, l);
             return image.Functions.TryFind(vaddr, out string name, out ulong offset)
-                ? new FrameInfo(address, Demangler.Demangle(name), offset, module.Path, vaddr)
-                : new FrameInfo(address, null, 0, module.Path, vaddr);
+                ? new FrameInfo(address, Demangler.Demangle(name), offset, module.Path, vaddr, file, line)
+                : new FrameInfo(address, null, 0, module.Path, vaddr, file, line);
         }
         catch (Exception)
         {

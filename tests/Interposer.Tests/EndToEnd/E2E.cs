@@ -81,13 +81,13 @@ internal sealed class TempDir : IDisposable
     }
 }
 
-/// <summary>One frame of a dumped backtrace: "[&lt;0x...&gt;] symbol+0xoff (module)".</summary>
-internal sealed record DumpFrame(ulong Pc, string Symbol, string Module)
+/// <summary>One frame of a dumped backtrace: "[&lt;0x...&gt;] symbol+0xoff (module) file:line".</summary>
+internal sealed record DumpFrame(ulong Pc, string Symbol, string Module, string Where = "")
 {
     /// <summary>The symbol without its "+0x..." offset ("??" when unknown).</summary>
     public string Function => Symbol.Contains('+') ? Symbol.Substring(0, Symbol.LastIndexOf('+')) : Symbol;
 
-    public override string ToString() => $"{Symbol} ({Module})";
+    public override string ToString() => $"{Symbol} ({Module}) {Where}";
 }
 
 /// <summary>One "live block" entry of a dump.</summary>
@@ -114,7 +114,7 @@ internal sealed class LiveDumpFile
     private static readonly Regex s_comm = new(@"^\s+comm ""(.*)"", pid (\d+), tid (\d+),");
     // The symbol may hold spaces and parentheses (demangled C++: "operator new(unsigned long)+0x1c");
     // the module is the last parenthesized group.
-    private static readonly Regex s_frame = new(@"^\s+\[<0x([0-9a-f]+)>\] (.+?)(?: \(([^()]*)\))?$");
+    private static readonly Regex s_frame = new(@"^\s+\[<0x([0-9a-f]+)>\] (.+?)(?: \(([^()]*)\))?(?: (\S+:\d+))?$");
 
     public List<DumpBlock> Blocks { get; } = new();
     public string StatisticsLine { get; private set; } = "";
@@ -153,7 +153,7 @@ internal sealed class LiveDumpFile
             else if (current != null && (m = s_frame.Match(line)).Success)
             {
                 current.Frames.Add(new DumpFrame(ulong.Parse(m.Groups[1].Value, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture),
-                                                 m.Groups[2].Value, m.Groups[3].Value));
+                                                 m.Groups[2].Value, m.Groups[3].Value, m.Groups[4].Value));
             }
             else if (line.StartsWith("live blocks:", StringComparison.Ordinal))
             {

@@ -149,8 +149,8 @@ public sealed class LeakScanTests
             @"    6c 65 61 6b 65 64 20 62 79 20 6d 61 6b 65 5f 6c  leaked by make_l\n" +
             @"    65 61 6b 00 [0-9a-f ]+ eak\.[^\n]*\n" +
             @"  backtrace \(crc [0-9a-f]{8}\):\n" +
-            @"    \[<0x[0-9a-f]+>\] make_leak\+0x[0-9a-f]+ \(.*/roots\)\n" +
-            @"    \[<0x[0-9a-f]+>\] main\+0x[0-9a-f]+ \(.*/roots\)\n";
+            @"    \[<0x[0-9a-f]+>\] make_leak\+0x[0-9a-f]+ \(\S*/roots\) \S*/roots\.c:\d+\n" +
+            @"    \[<0x[0-9a-f]+>\] main\+0x[0-9a-f]+ \(\S*/roots\) \S*/roots\.c:\d+\n";
         Assert.That(o.Report, Does.Match(pattern), o.Report);
     }
 
