@@ -53,6 +53,14 @@ Task("Core")
     var temporary = ctx.CoreLibrary.FullPath + ".tmp";
     System.IO.File.Copy(ctx.CoreDir.CombineWithFilePath("libinterposer_core.so").FullPath, temporary, true);
     Native.Install(temporary, ctx.CoreLibrary.FullPath);
+    // Its symbols, beside it where .gnu_debuglink sends perf and gdb (a stale one names the wrong
+    // functions: perf checks nothing but the name).
+    var symbols = ctx.CoreDir.CombineWithFilePath("libinterposer_core.so.dbg").FullPath;
+    if (System.IO.File.Exists(symbols))
+    {
+        System.IO.File.Copy(symbols, temporary, true);
+        Native.Install(temporary, ctx.CoreLibrary.FullPath + ".dbg");
+    }
 });
 
 // The command-line tool: a framework-dependent program in artifacts/cli behind the launcher

@@ -132,12 +132,20 @@ internal static unsafe class Recorder
         return RemoveBlock(address, stash) ? 1 : 0;
     }
 
-    // Every removal goes through here, so a block's scan areas die with it.
+    // Every removal goes through here, so a block's scan areas die with it. Without scan areas
+    // (every program that never calls kmemleak_scan_area) a plain free copies nothing out: the
+    // record's size is only needed to find the areas. An area added while its block is being
+    // freed by another thread (a use-after-free race in the program) may then outlive the block.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool RemoveBlock(ulong address, IpRecord* stash)
     {
         IpRecord removed;
         if (stash == null)
+        {
+            if (ScanAreas.Count == 0)
+                return s_table.Remove(address, null);
             stash = &removed;
+        }
         if (!s_table.Remove(address, stash))
             return false;
         ScanAreas.OnFree(address, stash->Size);

@@ -23,6 +23,7 @@
 //          park point, so a stopped world never finds it held by a parked thread.
 
 using System;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using Interposer.Native;
 
@@ -126,7 +127,11 @@ internal static unsafe class ScanAreas
         return copy;
     }
 
-    public static int Count => Volatile.Read(ref s_count);
+    public static int Count
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Volatile.Read(ref s_count);
+    }
 
     // First entry whose Start >= start (under s_lock).
     private static int LowerBound(ulong start)
