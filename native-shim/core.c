@@ -252,11 +252,15 @@ static void start_drainer(void)
 /* ---- fork: the child must not inherit a held metadata lock (DESIGN guard rule 4) ---------- */
 
 static int s_fork_counted; /* this fork passed ip_stw_fork_enter (this process) */
+static int s_fork_window_ok; /* no GC window was open when this fork went ahead */
 
 static void fork_prepare(void)
 {
     s_fork_locked = 0;
     s_fork_counted = 0;
+    /* First, and outside our locks: a scan in progress may need a stop, which waits for nothing
+       this thread holds. */
+    s_fork_window_ok = ip_gc_window_fork_enter();
     if (ip_stw_signal() != 0 && ip_tls.state != IP_T_INTERNAL) {
         ip_stw_fork_enter(); /* no stop while this fork holds our locks and glibc's */
         s_fork_counted = 1;
@@ -282,10 +286,20 @@ static void fork_parent(void)
     }
     if (s_fork_counted)
         ip_stw_fork_leave();
+    ip_gc_window_fork_leave(0);
 }
 
 static void fork_child(void)
 {
+    ip_gc_window_fork_leave(1);
+    if (!s_fork_window_ok && __atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE) {
+        /* A scan kept its GC window open through the whole wait: a GC may have been suspending
+           threads at the fork, and entering the child's runtime could wait for it forever. */
+        ip_disable("this child was forked while a leak scan was running (and could have been collecting)");
+        if (s_fork_locked)
+            ip_tls.guard = 0;
+        return;
+    }
     if (!s_fork_locked) {
         /* The locks could not be taken: the child's metadata may be mid-update. */
         if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE)

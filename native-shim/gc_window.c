@@ -19,6 +19,15 @@
  *
  * The opener waits at most IP_WINDOW_WAIT_NS for straggling hooks (a thread stopped in a
  * debugger inside a hook must not hang a dump), then proceeds.
+ *
+ * FORK. A fork while a GC runs leaves the child a runtime that believes threads are being
+ * suspended by a GC thread the child does not have: the child's first entry into the core waits
+ * for that GC forever (seen: a fork child of the forkdl trust load stuck in
+ * ReversePInvokeAttachOrTrapThread -> WaitForGC). So fork and the window exclude each other,
+ * Dekker-style like fork and the stop (stw.c): fork_prepare raises s_forking and waits for open
+ * windows to close; an opener that sees s_forking steps back and waits for the fork. A window
+ * that stays open past IP_FORK_WAIT_NS (a long scan) does not hold the fork: the fork goes on and
+ * the child disables tracking instead of entering the core (ip_gc_window_fork_enter returns 0).
  */
 #define _GNU_SOURCE
 #include <linux/membarrier.h>
@@ -31,11 +40,13 @@
 
 #define IP_MAX_PUBLISHED (1u << 16)            /* the core's thread registry capacity */
 #define IP_WINDOW_WAIT_NS (2000000000ull)     /* 2 s */
+#define IP_FORK_WAIT_NS (2000000000ull)       /* 2 s */
 
 int g_ip_gc_window;                            /* > 0 while the core may collect */
 static ip_thread *s_published[IP_MAX_PUBLISHED]; /* live host threads' TLS, by registry index */
 static int s_have_membarrier;
 static int s_scanning;                         /* an opener is reading s_published (see unpublish) */
+static int s_forking;                          /* forks between their prepare and parent handlers */
 
 void ip_gc_window_init(void)
 {
@@ -85,7 +96,16 @@ void ip_gc_window(int32_t open)
         __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_RELEASE);
         return;
     }
-    __atomic_add_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST);
+    while (1) {
+        __atomic_add_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&s_forking, __ATOMIC_SEQ_CST) == 0)
+            break;
+        __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST); /* a fork is under way: let it go first */
+        while (__atomic_load_n(&s_forking, __ATOMIC_SEQ_CST) != 0) {
+            struct timespec pause = {0, 100000};
+            nanosleep(&pause, NULL);
+        }
+    }
     if (!s_have_membarrier || syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
         struct timespec pause = {0, 1000000}; /* 1 ms: lets in-flight hooks see the window */
         nanosleep(&pause, NULL);
@@ -100,4 +120,23 @@ void ip_gc_window(int32_t open)
             sched_yield();
     }
     __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+}
+
+int ip_gc_window_fork_enter(void)
+{
+    __atomic_add_fetch(&s_forking, 1, __ATOMIC_SEQ_CST);
+    uint64_t deadline = now_ns() + IP_FORK_WAIT_NS;
+    while (__atomic_load_n(&g_ip_gc_window, __ATOMIC_SEQ_CST) != 0 && now_ns() < deadline) {
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+    return __atomic_load_n(&g_ip_gc_window, __ATOMIC_SEQ_CST) == 0;
+}
+
+void ip_gc_window_fork_leave(int child)
+{
+    if (child)
+        __atomic_store_n(&s_forking, 0, __ATOMIC_SEQ_CST); /* the other forking threads stayed behind */
+    else
+        __atomic_sub_fetch(&s_forking, 1, __ATOMIC_SEQ_CST);
 }

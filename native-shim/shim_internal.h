@@ -65,6 +65,10 @@ IP_HIDDEN void ip_hook_protect(ip_thread *t);
 IP_HIDDEN void ip_hook_unprotect(ip_thread *t);
 IP_HIDDEN void ip_gc_window(int32_t open);
 IP_HIDDEN void ip_gc_window_init(void);
+/* fork_prepare / fork_parent+child: fork and the GC window exclude each other (gc_window.c).
+   enter returns 0 when a window stayed open: the child must not enter the core. */
+IP_HIDDEN int ip_gc_window_fork_enter(void);
+IP_HIDDEN void ip_gc_window_fork_leave(int child);
 IP_HIDDEN void ip_threads_publish(ip_thread *t, uint32_t index);
 IP_HIDDEN void ip_threads_unpublish(ip_thread *t);
 

@@ -4,10 +4,7 @@
 // trims the sequences the parser emits. See DwarfLineTable.cs for the rules and the costs.
 
 using System;
-using System.Buffers.Binary;
 using System.Collections.Generic;
-using System.IO;
-using System.IO.Compression;
 using System.Text;
 
 namespace Interposer.Scanner.Symbols;

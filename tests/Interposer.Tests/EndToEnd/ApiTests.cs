@@ -53,16 +53,23 @@ public sealed class ApiTests
         Assert.That(LeakScanTests.Outcome.Objects(File.ReadAllText(dir.File("r.txt"))), Has.Length.EqualTo(1));
     }
 
+    // Runs one mode of annotations.c under the library: the run, its report, the reported
+    // addresses, and the addresses the program printed under a tag (LEAK, KEEP, FREED...).
+    private static (RunResult Run, string Report, string[] Reported, Func<string, string[]> Tag) RunMode(string mode)
+    {
+        using var dir = new TempDir("api-" + mode);
+        string report = dir.File("r.txt");
+        RunResult r = Programs.Run(Annotations, new[] { mode }, preload: true, options: $"report_path={report}");
+        E2E.AssertCleanExit(r, "annotations " + mode);
+        string text = File.ReadAllText(report);
+        string[] Tag(string tag) => r.Stdout.Split('\n').Where(l => l.StartsWith(tag + " ")).Select(l => l.Substring(tag.Length + 1)).ToArray();
+        return (r, text, LeakScanTests.Outcome.Objects(text), Tag);
+    }
+
     [Test]
     public void KmemleakAnnotations_NotLeakIgnoreNoScan_AndACustomAllocator()
     {
-        using var dir = new TempDir("api-kmemleak");
-        string report = dir.File("r.txt");
-        RunResult r = Programs.Run(Annotations, new[] { "kmemleak" }, preload: true, options: $"report_path={report}");
-        E2E.AssertCleanExit(r, "annotations kmemleak");
-        string text = File.ReadAllText(report);
-        string[] Tag(string tag) => r.Stdout.Split('\n').Where(l => l.StartsWith(tag + " ")).Select(l => l.Substring(tag.Length + 1)).ToArray();
-        string[] reported = LeakScanTests.Outcome.Objects(text);
+        var (_, text, reported, Tag) = RunMode("kmemleak");
         Assert.That(reported, Is.EquivalentTo(Tag("LEAK")), text);
         Assert.That(reported, Has.None.AnyOf(Tag("KEEP").Concat(Tag("FREED")).ToArray()));
         Assert.That(text, Does.Contain("pool_alloc+0x"), "a custom allocator's block carries its caller's backtrace");
@@ -71,13 +78,7 @@ public sealed class ApiTests
     [Test]
     public void KmemleakScanArea_OnlyTheAreasOfABlockAreScanned()
     {
-        using var dir = new TempDir("api-scanarea");
-        string report = dir.File("r.txt");
-        RunResult r = Programs.Run(Annotations, new[] { "scanarea" }, preload: true, options: $"report_path={report}");
-        E2E.AssertCleanExit(r, "annotations scanarea");
-        string text = File.ReadAllText(report);
-        string[] Tag(string tag) => r.Stdout.Split('\n').Where(l => l.StartsWith(tag + " ")).Select(l => l.Substring(tag.Length + 1)).ToArray();
-        string[] reported = LeakScanTests.Outcome.Objects(text);
+        var (r, text, reported, Tag) = RunMode("scanarea");
         Assert.That(Tag("LEAK"), Has.Length.EqualTo(3));
         Assert.That(reported, Is.EquivalentTo(Tag("LEAK")), r.Stdout + text);
         Assert.That(reported, Has.None.AnyOf(Tag("KEEP")));
