@@ -59,7 +59,7 @@ internal sealed unsafe class InStopWork
     {
         _areas = areas ?? ScanAreaSet.Empty;
         _shardVersions = shardVersions;
-        _segments = LoadedSegments.Collect(RootRegions.InterposerModules, out MemoryRange[] libc, out _loaderCode);
+        _segments = LoadedSegments.Collect(LoadedSegments.InterposerModules, out MemoryRange[] libc, out _loaderCode);
         MainArena = LoadedSegments.FindMainArena(libc);
         _tlsExclude = new IpTlsRange[api->TlsExclude != null ? (int)api->TlsExcludeCount : 0];
         for (int i = 0; i < _tlsExclude.Length; i++)

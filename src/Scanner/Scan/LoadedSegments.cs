@@ -19,6 +19,9 @@ namespace Interposer.Scanner.Scan;
 
 internal static unsafe partial class LoadedSegments
 {
+    /// <summary>The Interposer's own objects: never roots (MapsSnapshot flags them too).</summary>
+    public static readonly string[] InterposerModules = { "libinterposer.so", "libinterposer_core.so" };
+
     private const uint PtLoad = 1, PfX = 1, PfW = 2;
     private const ulong Page = 4096;
 

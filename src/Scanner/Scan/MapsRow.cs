@@ -2,7 +2,7 @@
 //   start-end perms offset dev inode [path]
 //   7f2c1a3cf000-7f2c1a3d3000 rw-p 001cf000 08:01 2222  /usr/lib/x86_64-linux-gnu/libc.so.6
 // The path is everything after the inode's trailing blanks, spaces and " (deleted)" included.
-// Shared by the root set (Scan/RootRegions.cs) and the symbolizer (Symbols/ModuleMap.cs).
+// Used by the symbolizer (Symbols/ModuleMap.cs); the scan's own reader is MapsSnapshot.
 //
 // TryParse never throws on content: the scanner runs inside arbitrary hosts, and one odd line (a
 // kernel we have not seen, a truncated read) must cost that line only.

@@ -1,17 +1,25 @@
 // MapsSnapshot: /proc/self/maps read and classified while the world is stopped, allocating nothing.
 //
-// Why a second maps reader (MapsRow/RootRegions parse text into strings, which allocates): the
-// mappings must be read *after* the stop, or a library dlopen'ed, a thread created or a block
+// Why not MapsRow (it parses text into strings, which allocates; the symbolizer's ModuleMap uses
+// it after the world has resumed): the mappings must be read *after* the stop, or a library dlopen'ed, a thread created or a block
 // munmap'ed between the read and the stop would make the scan miss a root or read unmapped
 // memory. So the bytes go into a buffer allocated before the stop (Prepare sizes it from a
 // trial read; a read that fills it is reported as Truncated and the caller retries larger), and
 // each row becomes a fixed-size MapsEntry: bounds, permission and kind flags, a hash of the path.
 //
-// Root rules, the same as RootRegions (which documents them): a loaded object's data is a
-// readable, writable, private, file-backed mapping of a file that also has an executable mapping
-// (its segments are adjacent, so the executable one is found by walking back over rows with the
-// same path), plus the anonymous rw mapping that starts exactly where such a mapping ends (the
-// .bss tail). The Interposer's own objects are never roots.
+// Root rules (DESIGN.md "Root set"): a loaded object's data is a readable, writable, private,
+// file-backed mapping of a file that also has an executable mapping (its segments are adjacent,
+// so the executable one is found by walking back over rows with the same path; that tells a
+// library's .data from a data file the program mapped), plus the anonymous rw mapping that
+// starts exactly where such a mapping ends (the .bss tail past the file's last page, which ld.so
+// maps anonymous). The scanner then clips those rows to the exact PT_LOAD extents from
+// dl_iterate_phdr (LoadedSegments), because the kernel merges an mmap placed right after a bss
+// tail into it. Never roots: [heap] (blocks are found through pointers, not scanned wholesale),
+// [stack] and thread stacks (scanned from each stopped thread's SP), [vvar], [vdso] and the other
+// kernel-named mappings, unreadable or shared mappings, and the Interposer's own objects (their
+// data points at every block and would hide every leak). Other rw anonymous mappings are roots
+// only as the program's own mmap regions (native-shim/regions.c), never wholesale: they include
+// malloc arenas, large blocks, thread stacks and the managed GC heap.
 //
 // Parsing never throws on content: a malformed row is skipped and counted.
 
