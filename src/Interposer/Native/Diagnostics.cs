@@ -13,7 +13,10 @@ internal static unsafe class Diagnostics
     }
 
     /// <summary>Writes all of bytes to stderr (a short write is retried; an error gives up).</summary>
-    public static void RawBytes(byte[] bytes)
+    public static void RawBytes(byte[] bytes) => RawBytes((ReadOnlySpan<byte>)bytes);
+
+    /// <summary>The same; allocation-free with a u8 literal: usable on a host thread inside a hook.</summary>
+    public static void RawBytes(ReadOnlySpan<byte> bytes)
     {
         fixed (byte* p = bytes)
         {

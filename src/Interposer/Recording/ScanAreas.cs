@@ -32,7 +32,7 @@ namespace Interposer.Recording;
 internal static unsafe class ScanAreas
 {
     /// <summary>Areas kept at most (kmemleak has no cap, but it allocates; we run inside malloc).</summary>
-    public const int Capacity = 16384;
+    public const int Capacity = 16384; // the message in Add says this number
 
     public struct Area
     {
@@ -73,8 +73,10 @@ internal static unsafe class ScanAreas
             }
         }
         SpinLockWord.Exit(ref s_lock);
+        // A host thread inside the annotation call: no managed allocation (a GC outside the
+        // shim's window), so a literal.
         if (kept == 0 && Interlocked.Exchange(ref s_fullSaid, 1) == 0)
-            Diagnostics.Message($"kmemleak_scan_area: more than {Capacity} scan areas; later ones are ignored and their blocks scanned whole");
+            Diagnostics.RawBytes("interposer: kmemleak_scan_area: more than 16384 scan areas; later ones are ignored and their blocks scanned whole\n"u8);
         return kept;
     }
 

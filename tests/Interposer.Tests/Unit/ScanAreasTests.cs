@@ -52,6 +52,22 @@ public class ScanAreasTests
     }
 
     [Test]
+    public void FullTable_RefusesMore_AndFreeingMakesRoom()
+    {
+        const ulong block = 0x7b00_0000_0000;
+        int free = ScanAreas.Capacity - ScanAreas.Count;
+        for (int i = 0; i < free; i++)
+            Assert.That(ScanAreas.Add(block + (ulong)i * 16, 8), Is.EqualTo(1));
+        Assert.That(ScanAreas.Add(block + (ulong)free * 16, 8), Is.Zero, "the table is full");
+
+        ScanAreas.OnFree(block, (ulong)free * 16); // one big block holding them all
+
+        Assert.That(Count(block, block + (ulong)free * 16 + 16), Is.Zero);
+        Assert.That(ScanAreas.Add(block, 8), Is.EqualTo(1));
+        ScanAreas.OnFree(block, 16);
+    }
+
+    [Test]
     public void AreaSet_SortsAndMergesPerBlock()
     {
         var set = ScanAreaSet.Build(new[]
