@@ -15,11 +15,12 @@ internal static class RunCommand
 {
     public static int Execute(string[] args)
     {
-        var (o, positional, program) = Program.Parse(args, "options", "leak-exitcode", "color");
+        var (o, positional, program) = Program.Parse(args, "options", "leak-exitcode", "color", "report");
         if (o.ContainsKey("help"))
         {
-            Console.Out.Write("interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] -- prog args...\n" +
+            Console.Out.Write("interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] [--report=FILE] -- prog args...\n" +
                               "  Runs prog under the library with report_at_exit=1 and prints its leak report.\n" +
+                              "  The report file stays where the library says (--report=FILE picks it; %p = pid).\n" +
                               "  Exit code: N (default 1) when leaks were found; else the program's own exit code.\n");
             return 0;
         }
@@ -28,40 +29,47 @@ internal static class RunCommand
         if (program.Count == 0)
             throw new CliException("run: which program? (interposer run -- prog args...)");
         int leakExit = o.TryGetValue("leak-exitcode", out string? le) && int.TryParse(le, out int n) ? n : 1;
-        string dir = Directory.CreateTempSubdirectory("interposer-run-").FullName;
-        try
+        // The report file is kept: the library names it on stderr, and `interposer report` or a
+        // later `diff` may want it (as JSON with --options=report_format=json).
+        string report = o.TryGetValue("report", out string? chosen) && chosen.Length > 0
+            ? Path.GetFullPath(chosen)
+            : Path.Combine(Directory.CreateTempSubdirectory("interposer-run-").FullName, "report.%p.txt");
+        if (report.Contains(':'))
+            throw new CliException("run: --report may not contain ':' (it separates INTERPOSER_OPTIONS)");
+        if (!report.Contains("%p", StringComparison.Ordinal))
         {
-            string report = Path.Combine(dir, "report.%p.txt");
-            var psi = new ProcessStartInfo(program[0]) { UseShellExecute = false };
-            foreach (string a in program.Skip(1))
-                psi.ArgumentList.Add(a);
-            psi.Environment["LD_PRELOAD"] = Program.LibraryPath();
-            string user = o.TryGetValue("options", out string? opts) && opts.Length > 0 ? ":" + opts : "";
-            psi.Environment["INTERPOSER_OPTIONS"] = $"report_at_exit=1:report_path={report}{user}";
-            Process p;
-            try { p = Process.Start(psi)!; }
-            catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
+            // A fixed name: a report left by an earlier run must not pass for this one's.
+            try { File.Delete(report); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                throw new CliException($"run: cannot start {program[0]}: {e.Message}");
+                throw new CliException($"run: cannot replace {report}: {e.Message}");
             }
-            p.WaitForExit();
-            string mine = Path.Combine(dir, $"report.{p.Id}.txt");
-            if (!File.Exists(mine))
-            {
-                Console.Error.WriteLine("interposer: the program wrote no report (it did not exit normally, or tracking was off)");
-                return p.ExitCode;
-            }
-            string text = File.ReadAllText(mine);
-            var c = Colors.For(o.GetValueOrDefault("color"));
-            Console.Out.Write(Colorize(text, c));
-            Match m = Regex.Match(text, @"^summary: (\d+) unreferenced blocks", RegexOptions.Multiline);
-            int leaks = m.Success ? int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : 0;
-            return leaks > 0 ? leakExit : p.ExitCode;
         }
-        finally
+        var psi = new ProcessStartInfo(program[0]) { UseShellExecute = false };
+        foreach (string a in program.Skip(1))
+            psi.ArgumentList.Add(a);
+        psi.Environment["LD_PRELOAD"] = Program.LibraryPath();
+        string user = o.TryGetValue("options", out string? opts) && opts.Length > 0 ? ":" + opts : "";
+        psi.Environment["INTERPOSER_OPTIONS"] = $"report_at_exit=1:report_path={report}{user}";
+        Process p;
+        try { p = Process.Start(psi)!; }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException)
         {
-            try { Directory.Delete(dir, recursive: true); } catch (IOException) { }
+            throw new CliException($"run: cannot start {program[0]}: {e.Message}");
         }
+        p.WaitForExit();
+        string mine = report.Replace("%p", p.Id.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        if (!File.Exists(mine))
+        {
+            Console.Error.WriteLine("interposer: the program wrote no report (it did not exit normally, or tracking was off)");
+            return p.ExitCode;
+        }
+        string text = File.ReadAllText(mine);
+        var c = Colors.For(o.GetValueOrDefault("color"));
+        Console.Out.Write(Colorize(text, c));
+        Match m = Regex.Match(text, @"^summary: (\d+) unreferenced blocks", RegexOptions.Multiline);
+        int leaks = m.Success ? int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) : 0;
+        return leaks > 0 ? leakExit : p.ExitCode;
     }
 
     internal static string Colorize(string text, Colors c)

@@ -1,6 +1,6 @@
 // interposer — the command-line tool (issue 5).
 //
-//   interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] -- prog args...
+//   interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] [--report=FILE] -- prog args...
 //   interposer scan <pid> [--socket=PATH] [--timeout=SECONDS]
 //   interposer report <file> [--format=text|summary|json]
 //   interposer diff <old.json> <new.json>
@@ -23,7 +23,7 @@ internal static class Program
         interposer — find the heap blocks nothing points to any more, in a running program
 
         usage:
-          interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] -- prog args...
+          interposer run [--options=OPTS] [--leak-exitcode=N] [--color=auto|always|never] [--report=FILE] -- prog args...
               run prog under the library and print its leaks at exit (exit N=1 when there are some)
           interposer scan <pid> [--socket=PATH] [--timeout=SECONDS]
               scan a running process (started under the library) now and print its report

@@ -31,6 +31,20 @@ public sealed class CliTests
         Assert.That(r.Stdout, Does.Contain("unreferenced object 0x").And.Contain("make_leak+0x"));
         Assert.That(r.Stdout, Does.Contain("summary: 1 unreferenced blocks"));
         Assert.That(r.Stdout, Does.Not.Contain("\u001b["), "no colour when not on a terminal");
+        // The library names the report file on stderr; it must still be there.
+        string named = System.Text.RegularExpressions.Regex.Match(r.Stderr, @"\(see (\S+)\)").Groups[1].Value;
+        Assert.That(File.Exists(named), Is.True, "the report the library named: " + r.Stderr);
+    }
+
+    [Test]
+    public void Run_ReportOption_PutsTheReportThere()
+    {
+        using var dir = new TempDir("cli-run-report");
+        RunResult r = Cli("run", "--report=" + dir.File("leaks.%p.txt"), "--", Roots, "exit_leak", "unused");
+        Assert.That(r.ExitCode, Is.EqualTo(1), r.ToString());
+        string[] files = Directory.GetFiles(dir.Path, "leaks.*.txt");
+        Assert.That(files, Has.Length.EqualTo(1));
+        Assert.That(File.ReadAllText(files[0]), Does.Contain("make_leak+0x"));
     }
 
     [Test]
