@@ -25,7 +25,7 @@ internal static unsafe class LiveDump
             blocks.Add(new BlockInfo(r.Address, r.Size, now > r.TimeNs ? (now - r.TimeNs) / 1e9 : 0,
                                      r.Tid, Recorder.Threads.NameOf(r.ThreadIndex), r.StackId, crc, frames.ToArray()));
         }
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(Scanning.LeakScanner.DepartedModules(Recorder.Api)));
+        var symbolizer = Scanning.LeakScanner.NewSymbolizer();
         string text = LiveBlockReport.Render(blocks, pid, symbolizer, Statistics());
         string? error = ReportFile.WriteAtomically(ReportFile.ExpandPath(pathTemplate, pid), text, Diagnostics.RawBytes);
         if (error != null)

@@ -62,7 +62,7 @@ internal static unsafe class ControlServer
             return $"error: no live block contains 0x{address:x}\n";
         ulong now = Interop.Libc.MonotonicCoarseNs();
         ReadOnlySpan<ulong> frames = Recorder.Depot.Get(b.StackId, out uint crc);
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(LeakScanner.DepartedModules(Recorder.Api)));
+        var symbolizer = LeakScanner.NewSymbolizer();
         var sb = new StringBuilder();
         sb.Append($"ok: object 0x{b.Address:x} (size {b.Size}):\n");
         sb.Append($"  comm \"{Recorder.Threads.NameOf(b.ThreadIndex)}\", pid {Interop.Libc.GetPid()}, tid {b.Tid}, age {(now > b.TimeNs ? (now - b.TimeNs) / 1e9 : 0):F3}s\n");

@@ -31,6 +31,7 @@ internal sealed class Settings
     public int MinAgeMs;
     public int StopTimeoutMs = 1000;
     public int MaxReported = 1000;
+    public int MaxLineTableMb = 16;
     public string ReportFormat = "text";
     public string Suppressions = ""; // the suppressions file
     public bool Control = true;
@@ -150,6 +151,8 @@ internal static class OptionTable
             Choices: new[] { "text", "json" }),
         new("max_reported", OptionType.Int, "1000",
             "Blocks listed one by one in a report, oldest first (kmemleak's REPORTS_NR is 50); the summary by stack counts all of them. 0 = no cap.", Min: 0, Max: int.MaxValue),
+        new("max_line_table_mb", OptionType.Int, "16",
+            "Largest .debug_line (inflated, MiB) read for file:line; a module with a larger one gets function+offset only, said once on stderr. The table lives in the host's memory (~16 bytes a row, ~2 rows per 7 bytes of section). 0 = no limit.", Min: 0, Max: 65536),
         new("suppressions", OptionType.String, "",
             "A file of LeakSanitizer-style suppressions, one leak:<pattern> per line ('*' wildcard, ^ and $ anchors), matched against every frame's function, module and source file. Suppressed blocks are counted in the summary, not listed."),
         new("control", OptionType.Bool, "1",
@@ -258,6 +261,7 @@ internal static class OptionTable
             case "min_age_ms": s.MinAgeMs = v; break;
             case "stop_timeout_ms": s.StopTimeoutMs = v; break;
             case "max_reported": s.MaxReported = v; break;
+            case "max_line_table_mb": s.MaxLineTableMb = v; break;
         }
     }
 

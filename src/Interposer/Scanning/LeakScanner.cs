@@ -216,6 +216,25 @@ internal static unsafe class LeakScanner
         return ScanAreaSet.Build(filed);
     }
 
+    // Notes already said on stderr (a module over max_line_table_mb), so each is said once.
+    private static readonly HashSet<string> s_symbolNotesSaid = new(StringComparer.Ordinal);
+
+    /// <summary>A symbolizer for this process as it is now (its maps, plus the libraries it
+    /// dlclose'd), with max_line_table_mb. For the report, the live dump and control's dump=.</summary>
+    public static Symbolizer NewSymbolizer() =>
+        new(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)), new DebugFileLocator(),
+            (long)s_settings.MaxLineTableMb << 20, SaySymbolNote);
+
+    private static void SaySymbolNote(string note)
+    {
+        lock (s_symbolNotesSaid)
+        {
+            if (!s_symbolNotesSaid.Add(note))
+                return;
+        }
+        Diagnostics.Message(note);
+    }
+
     private static int MarkSeen(InStopWork work, IpRecord[] records)
     {
         int n = 0;
@@ -241,7 +260,7 @@ internal static unsafe class LeakScanner
         var notes = new List<string>();
         var leaks = new List<(ulong Time, LeakedBlock Block)>();
         int newLeaks = 0, suppressed = 0;
-        var symbolizer = new Symbolizer(ModuleMap.FromProcSelfMaps().WithDeparted(DepartedModules(Recorder.Api)));
+        var symbolizer = NewSymbolizer();
         var frameCache = new Dictionary<ulong, FrameInfo>();
         s_suppressions.ResetCounts();
         for (int k = 0; k < sorted.Length; k++)

@@ -29,14 +29,15 @@ internal sealed class ElfImage
     // The line table, parsed from LineSource on first use (thread-safe: Lazy's default mode).
     private readonly Lazy<DwarfLineTable> _lines;
 
-    private ElfImage(LoadSegment[] loads, bool isFixedAddress, FunctionTable functions, string symbolSource, string? lineSource)
+    private ElfImage(LoadSegment[] loads, bool isFixedAddress, FunctionTable functions, string symbolSource, string? lineSource,
+                     long maxLineTableBytes, Action<string>? note)
     {
         _loads = loads;
         IsFixedAddress = isFixedAddress;
         Functions = functions;
         SymbolSource = symbolSource;
         LineSource = lineSource;
-        _lines = new Lazy<DwarfLineTable>(() => LoadLines(lineSource));
+        _lines = new Lazy<DwarfLineTable>(() => LoadLines(lineSource, maxLineTableBytes, note));
     }
 
     /// <summary>The file whose .debug_line gives file:line (the module or its debug file), or null.</summary>
@@ -58,7 +59,7 @@ internal sealed class ElfImage
 
     /// <summary>Reads path; null when it is not a readable ELF file. Never throws: LibObjectFile
     /// parses whatever file the host has mapped, and no file may take the scanner down.</summary>
-    public static ElfImage? TryLoad(string path, DebugFileLocator locator)
+    public static ElfImage? TryLoad(string path, DebugFileLocator locator, long maxLineTableBytes = 0, Action<string>? note = null)
     {
         try
         {
@@ -83,7 +84,8 @@ internal sealed class ElfImage
             else if (FindSymbolTable(elf, ElfSectionType.DynamicLinkerSymbolTable) is { } dynsym)
                 AddFunctions(dynsym, symbols);
             string? lineSource = ownLines ? path : debugPath;
-            return new ElfImage(loads, elf.FileType == ElfFileType.Executable, FunctionTable.Build(symbols), source, lineSource);
+            return new ElfImage(loads, elf.FileType == ElfFileType.Executable, FunctionTable.Build(symbols), source, lineSource,
+                                maxLineTableBytes, note);
         }
         catch (Exception)
         {
@@ -247,8 +249,25 @@ internal sealed class ElfImage
             ? DwarfLineTable.SectionBytes(ReadAll(content), (ulong)section.Flags)
             : Array.Empty<byte>();
 
+    // The inflated size of a section without inflating it: sh_size, or ch_size for SHF_COMPRESSED.
+    private static long SectionSize(ElfFile elf, string name)
+    {
+        if (FindSection(elf, name) is not ElfStreamSection { Stream: { } content } section)
+            return 0;
+        const ulong ShfCompressed = 0x800;
+        if (((ulong)section.Flags & ShfCompressed) == 0 || content.Length < 16)
+            return content.Length;
+        Span<byte> header = stackalloc byte[16];
+        content.Position = 0;
+        content.ReadExactly(header);
+        ulong size = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]); // Elf64_Chdr.ch_size
+        return size > long.MaxValue ? long.MaxValue : (long)size;
+    }
+
     // Never throws: a file that changed or cannot be read gives no lines, not a failed report.
-    private static DwarfLineTable LoadLines(string? path)
+    // The table is built in the host's memory (~16 bytes a row), so a line table over the limit
+    // is not read at all, and the note says so.
+    private static DwarfLineTable LoadLines(string? path, long maxBytes, Action<string>? note)
     {
         if (path is null)
             return DwarfLineTable.Empty;
@@ -257,6 +276,13 @@ internal sealed class ElfImage
             using var stream = File.OpenRead(path);
             if (!TryReadElf(stream, out var elf))
                 return DwarfLineTable.Empty;
+            long size = SectionSize(elf, ".debug_line");
+            if (maxBytes > 0 && size > maxBytes)
+            {
+                note?.Invoke($"{path}: its .debug_line is {size >> 20} MiB, over max_line_table_mb={maxBytes >> 20}: " +
+                             "its frames get function+offset but no file:line");
+                return DwarfLineTable.Empty;
+            }
             byte[] lines = SectionContents(elf, ".debug_line");
             return lines.Length == 0
                 ? DwarfLineTable.Empty

@@ -30,15 +30,23 @@ internal sealed class Symbolizer
     // Module path -> parsed image; null remembers "unreadable" so a failing file is tried once.
     private readonly Dictionary<string, ElfImage?> _images = new(StringComparer.Ordinal);
 
+    // Line tables larger than this (bytes of .debug_line, inflated) are not read; 0 = no limit.
+    private readonly long _maxLineTableBytes;
+
+    // Told (once per module and symbolizer) why a module gets no file:line.
+    private readonly Action<string>? _note;
+
     public Symbolizer(ModuleMap map)
         : this(map, new DebugFileLocator())
     {
     }
 
-    public Symbolizer(ModuleMap map, DebugFileLocator locator)
+    public Symbolizer(ModuleMap map, DebugFileLocator locator, long maxLineTableBytes = 0, Action<string>? note = null)
     {
         _map = map;
         _locator = locator;
+        _maxLineTableBytes = maxLineTableBytes;
+        _note = note;
     }
 
     public ModuleMap Map => _map;
@@ -84,7 +92,7 @@ internal sealed class Symbolizer
         {
             if (!_images.TryGetValue(module.Path, out var image))
             {
-                image = ElfImage.TryLoad(module.Path, _locator);
+                image = ElfImage.TryLoad(module.Path, _locator, _maxLineTableBytes, _note);
                 _images[module.Path] = image;
             }
             return image;

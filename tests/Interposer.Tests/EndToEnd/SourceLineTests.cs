@@ -57,6 +57,24 @@ public sealed class SourceLineTests
         Assert.That(strdupBlock, Does.Match(@"\] (__)?strdup\+0x[0-9a-f]+ \(\S+libc\.so\.6\) \S*strdup\.c:\d+\n"), strdupBlock);
     }
 
+    // The table is built in the host's memory, so a big one is refused. libc6-dbg's .debug_line is
+    // 1.3 MiB inflated: over a 1 MiB limit; the program's own is a few hundred bytes.
+    [Test]
+    public void LineTableOverTheLimit_IsNotRead_AndSaidOnce()
+    {
+        using var dir = new TempDir("lines-limit");
+        string report = dir.File("r.txt");
+        RunResult r = Programs.Run(Programs.Build("symbols/lines.c"), System.Array.Empty<string>(), preload: true,
+            options: $"report_path={report}:max_line_table_mb=1");
+        E2E.AssertCleanExit(r, "lines with max_line_table_mb=1");
+        string text = File.ReadAllText(report);
+        var (address, where) = Leaks(r.Stdout)[1]; // the strdup leak
+        string block = BlockText(text, address);
+        Assert.That(block, Does.Contain(" " + where + "\n"), "the program's own line table is small: still read");
+        Assert.That(block, Does.Match(@"\] (__)?strdup\+0x[0-9a-f]+ \(\S+libc\.so\.6\)\n"), "libc's frame: no file:line\n" + block);
+        Assert.That(Regex.Matches(r.Stderr, @"\.debug_line is 1 MiB, over max_line_table_mb=1").Count, Is.EqualTo(1), r.Stderr);
+    }
+
     [Test]
     public void SuppressionMatchesTheSourceFile()
     {
