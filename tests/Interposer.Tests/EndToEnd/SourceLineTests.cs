@@ -72,7 +72,7 @@ public sealed class SourceLineTests
         string block = BlockText(text, address);
         Assert.That(block, Does.Contain(" " + where + "\n"), "the program's own line table is small: still read");
         Assert.That(block, Does.Match(@"\] (__)?strdup\+0x[0-9a-f]+ \(\S+libc\.so\.6\)\n"), "libc's frame: no file:line\n" + block);
-        Assert.That(Regex.Matches(r.Stderr, @"\.debug_line is 1 MiB, over max_line_table_mb=1").Count, Is.EqualTo(1), r.Stderr);
+        Assert.That(Regex.Matches(r.Stderr, @"\.debug_line is \d+ MiB, over max_line_table_mb=1").Count, Is.EqualTo(1), r.Stderr);
     }
 
     [Test]
