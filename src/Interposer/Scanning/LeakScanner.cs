@@ -217,6 +217,8 @@ internal static unsafe class LeakScanner
     }
 
     // Notes already said on stderr (a module over max_line_table_mb), so each is said once.
+    // LOCKING: locked on itself, a leaf (nothing is called while it is held); only threads that
+    // symbolize take it (the scanner, control, the exit worker), never a hook.
     private static readonly HashSet<string> s_symbolNotesSaid = new(StringComparer.Ordinal);
 
     /// <summary>A symbolizer for this process as it is now (its maps, plus the libraries it
