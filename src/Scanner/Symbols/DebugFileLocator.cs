@@ -21,6 +21,9 @@ internal sealed class DebugFileLocator
 
     public DebugFileLocator(string debugRoot = DefaultDebugRoot) => _debugRoot = debugRoot.TrimEnd('/');
 
+    /// <summary>The global debug directory this locator searches.</summary>
+    public string DebugRoot => _debugRoot;
+
     /// <summary>Candidate paths (not checked for existence) for modulePath's debug file, most specific first.</summary>
     public IEnumerable<string> Candidates(string modulePath, ReadOnlyMemory<byte> buildId, string? debugLink)
     {

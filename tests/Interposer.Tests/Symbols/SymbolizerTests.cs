@@ -125,6 +125,25 @@ public class SymbolizerTests
         Assert.That(frame.FunctionOffset, Is.EqualTo(3UL));
     }
 
+    // Images outlive a Symbolizer (periodic scans do not parse libc again), but not a change of
+    // their file.
+    [Test]
+    public void Images_AreSharedAcrossSymbolizers_UntilTheFileChanges()
+    {
+        string library = _programs.Build("libshared.so", "-O0 -shared -fPIC");
+        var map = ModuleMap.Parse(SymbolTestPrograms.FakeMaps(library, FakeBias));
+        Module module = map.Find(FakeBias + SymbolTestPrograms.NmAddress(library, "symtest_hidden"))!;
+
+        ElfImage? first = new Symbolizer(map).GetImage(module);
+        ElfImage? again = new Symbolizer(map).GetImage(module);
+        File.SetLastWriteTimeUtc(library, File.GetLastWriteTimeUtc(library).AddSeconds(5));
+        ElfImage? changed = new Symbolizer(map).GetImage(module);
+
+        Assert.That(first, Is.Not.Null);
+        Assert.That(again, Is.SameAs(first), "the same file: parsed once");
+        Assert.That(changed, Is.Not.SameAs(first), "a changed file is parsed again");
+    }
+
     // A stripped module whose .gnu_debuglink names a file beside it (NativeAOT's Foo + Foo.dbg
     // layout). With a build-id the ids are compared; without one, the debuglink CRC.
     [TestCase("-Wl,--build-id", "bid")]
