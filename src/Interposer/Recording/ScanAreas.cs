@@ -7,9 +7,9 @@
 // it is made: the allocation table is hashed by block start. Areas are kept here, sorted by start,
 // and matched to blocks by the scanner (LeakScanner), which has the sorted block index. They die
 // with their block: OnFree drops every area inside a freed block, so an area never carries over to
-// a later block at the same address. realloc removes the block first (native-shim/hooks.c), so it
-// drops the areas too, as krealloc does in the kernel; if the realloc then fails, the block is
-// scanned whole again, which can only hide a leak, never invent one.
+// a later block at the same address. realloc removes the block first (native-shim/malloc.c,
+// resize), so it drops the areas too, as krealloc does in the kernel; if the realloc then fails,
+// the block is scanned whole again, which can only hide a leak, never invent one.
 //
 // Size SIZE_MAX means "from ptr to the end of the block", as in the kernel.
 //
