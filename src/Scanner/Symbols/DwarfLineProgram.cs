@@ -82,19 +82,28 @@ internal sealed partial class DwarfLineTable
 
         private int _version;
 
-        public UnitParser(ReadOnlySpan<byte> debugLine, ReadOnlySpan<byte> debugLineStr, ReadOnlySpan<byte> debugStr, Builder builder)
+        // DWARF 2-4: the compilation directory of each line table, by its offset (DwarfCompDirs),
+        // and the current unit's.
+        private readonly IReadOnlyDictionary<long, string>? _compDirs;
+        private string? _unitCompDir;
+
+        public UnitParser(ReadOnlySpan<byte> debugLine, ReadOnlySpan<byte> debugLineStr, ReadOnlySpan<byte> debugStr, Builder builder,
+                          IReadOnlyDictionary<long, string>? compDirs = null)
         {
             _debugLine = debugLine;
             _debugLineStr = debugLineStr;
             _debugStr = debugStr;
             _builder = builder;
             _version = 0;
+            _compDirs = compDirs;
+            _unitCompDir = null;
         }
 
-        /// <summary>The unit whose header (after unit_length) starts at position and which ends at
-        /// unitEnd (both within .debug_line). Malformed or unsupported: adds nothing.</summary>
-        public void Parse(int position, int unitEnd, int offsetSize)
+        /// <summary>The unit at unitStart (its unit_length), whose header starts at position and
+        /// which ends at unitEnd (all within .debug_line). Malformed or unsupported: adds nothing.</summary>
+        public void Parse(int unitStart, int position, int unitEnd, int offsetSize)
         {
+            _unitCompDir = _compDirs is not null && _compDirs.TryGetValue(unitStart, out string? dir) ? dir : null;
             var reader = new LineReader(_debugLine[..unitEnd], position);
             if (TryReadHeader(ref reader, offsetSize, out var header))
                 RunProgram(ref reader, header);
@@ -349,13 +358,14 @@ internal sealed partial class DwarfLineTable
             return _fileIds[i];
         }
 
-        // bfd's concat_filename, with the compilation directory known only in DWARF 5 (directory 0).
+        // bfd's concat_filename. The compilation directory: DWARF 5's directory 0, or for DWARF 2-4
+        // the DW_AT_comp_dir of the unit that owns this line table (when .debug_info was read).
         private readonly string FullPath(FileEntry entry)
         {
             string name = Decode(entry.Name);
             if (name.StartsWith('/'))
                 return name;
-            string? compDir = _version >= 5 && _directories.Count > 0 ? Decode(_directories[0]) : null;
+            string? compDir = _version >= 5 ? (_directories.Count > 0 ? Decode(_directories[0]) : null) : _unitCompDir;
             ulong index = _version >= 5 ? entry.Directory : entry.Directory - 1;
             string? subdir = index < (ulong)_directories.Count ? Decode(_directories[(int)index]) : null;
             string? dir = subdir is null || !subdir.StartsWith('/') ? compDir : null;
@@ -471,6 +481,9 @@ internal sealed partial class DwarfLineTable
             else
                 Position += (int)count;
         }
+
+        /// <summary>The bytes of a string read from this reader's data (CString).</summary>
+        public readonly ReadOnlySpan<byte> Bytes(StringRef text) => _data.Slice(text.Offset, text.Length);
 
         /// <summary>A NUL-terminated string in place; its bytes stay in the section until a row needs them.</summary>
         public StringRef CString()

@@ -8,8 +8,9 @@
 //    directory, and when that is relative the compilation directory goes in front of it. DWARF 5
 //    has the compilation directory as directory 0, so glibc's "./malloc" directory and file
 //    malloc.c print as "./malloc/./malloc/malloc.c", exactly as addr2line prints them. DWARF 2-4
-//    keep the compilation directory in .debug_info (DW_AT_comp_dir), which we do not read: there
-//    a relative path stays relative ("main.c" where addr2line prints "/build/main.c").
+//    keep the compilation directory in .debug_info (DW_AT_comp_dir): Parse takes it per line
+//    table (DwarfCompDirs.cs reads each unit's first DIE); without it a relative path stays
+//    relative ("main.c" where addr2line prints "/build/main.c").
 //  - Several rows at one address: the last one wins. Overlapping sequences: sorted by start
 //    (longest first), a sequence nested in an earlier one is dropped and one that overlaps it is
 //    trimmed to start where the earlier one ends.
@@ -72,10 +73,11 @@ internal sealed partial class DwarfLineTable
     /// <summary>Parses a whole .debug_line section. debugLineStr = .debug_line_str contents,
     /// debugStr = .debug_str (either may be empty). Never throws: a malformed or unsupported unit
     /// is skipped, and the units after it are still read when its unit_length lets us find them.</summary>
-    public static DwarfLineTable Parse(ReadOnlySpan<byte> debugLine, ReadOnlySpan<byte> debugLineStr, ReadOnlySpan<byte> debugStr)
+    public static DwarfLineTable Parse(ReadOnlySpan<byte> debugLine, ReadOnlySpan<byte> debugLineStr, ReadOnlySpan<byte> debugStr,
+                                       IReadOnlyDictionary<long, string>? compDirs = null)
     {
         var builder = new Builder();
-        var parser = new UnitParser(debugLine, debugLineStr, debugStr, builder);
+        var parser = new UnitParser(debugLine, debugLineStr, debugStr, builder, compDirs);
         int offset = 0;
         while (offset < debugLine.Length)
         {
@@ -94,7 +96,7 @@ internal sealed partial class DwarfLineTable
             // A unit longer than the section is truncated: its complete sequences are still good.
             ulong left = (ulong)(debugLine.Length - header.Position);
             int unitEnd = length > left ? debugLine.Length : header.Position + (int)length;
-            parser.Parse(header.Position, unitEnd, offsetSize);
+            parser.Parse(offset, header.Position, unitEnd, offsetSize);
             offset = unitEnd;
         }
         return builder.Build();

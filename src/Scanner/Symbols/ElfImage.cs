@@ -284,9 +284,19 @@ internal sealed class ElfImage
                 return DwarfLineTable.Empty;
             }
             byte[] lines = SectionContents(elf, ".debug_line");
-            return lines.Length == 0
-                ? DwarfLineTable.Empty
-                : DwarfLineTable.Parse(lines, SectionContents(elf, ".debug_line_str"), SectionContents(elf, ".debug_str"));
+            if (lines.Length == 0)
+                return DwarfLineTable.Empty;
+            byte[] lineStr = SectionContents(elf, ".debug_line_str"), str = SectionContents(elf, ".debug_str");
+            // DWARF 2-4 line tables need their compilation directory from .debug_info (read only
+            // then, and only within the same limit: it is usually the largest debug section).
+            Dictionary<long, string>? compDirs = null;
+            if (DwarfLineTable.HasPreDwarf5Units(lines) &&
+                (maxBytes <= 0 || SectionSize(elf, ".debug_info") <= maxBytes))
+            {
+                compDirs = DwarfLineTable.ReadCompDirs(SectionContents(elf, ".debug_info"), SectionContents(elf, ".debug_abbrev"),
+                                                       str, lineStr);
+            }
+            return DwarfLineTable.Parse(lines, lineStr, str, compDirs);
         }
         catch (Exception)
         {

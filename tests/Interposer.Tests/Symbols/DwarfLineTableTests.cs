@@ -31,8 +31,9 @@ public class DwarfLineTableTests
     public void RemoveWorkspace() => _work.Dispose();
 
     // gcc arguments, whether the sources are named by absolute path, output name. DWARF 2-4 keep
-    // the compilation directory out of the line table, so those builds use absolute paths (see
-    // Dwarf4_RelativeSources_LackOnlyTheCompilationDirectory for the relative case).
+    // the compilation directory out of the line table, so those builds use absolute paths here
+    // (RelativeSources_WithTheUnitsCompDir_AgreeWithAddr2line reads it from .debug_info;
+    // Dwarf4_RelativeSources_LackOnlyTheCompilationDirectory pins the line table alone).
     // -gno-as-loc-support makes gcc write .debug_line itself instead of gas: the only way to get
     // DWARF 2 and 64-bit DWARF line tables out of this toolchain.
     private static readonly object[] s_builds =
@@ -65,6 +66,26 @@ public class DwarfLineTableTests
         Assert.That(filesSeen, Has.Some.EndsWith("/main.c"));
         Assert.That(filesSeen, Has.Some.EndsWith("/inc/other.h"));
         Assert.That(filesSeen, Has.Some.EndsWith("/second.c"));
+    }
+
+    // With .debug_info, DWARF 2-4 units get their DW_AT_comp_dir: the paths are addr2line's exactly.
+    [TestCase("-O2 -g -gdwarf-4", "o2-dwarf4-rel-units")]
+    [TestCase("-O0 -g -gdwarf-3", "o0-dwarf3-rel-units")]
+    [TestCase("-O2 -g -gdwarf-2 -gno-as-loc-support", "o2-dwarf2-rel-units")]
+    [TestCase("-O1 -g -gdwarf-4 -gdwarf64 -gno-as-loc-support", "o1-dwarf4-64-rel-units")]
+    [TestCase("-O2 -g -gdwarf-5", "o2-dwarf5-rel-units")]
+    public void RelativeSources_WithTheUnitsCompDir_AgreeWithAddr2line(string gccArguments, string output)
+    {
+        string binary = _work.Build(output, gccArguments, absolutePaths: false);
+        var sections = LineSections.Read(binary);
+        var table = sections.ParseWithUnits();
+        var addresses = LineTestWorkspace.FunctionBytes(binary);
+
+        var mismatches = Compare(table, binary, addresses, out var filesSeen);
+
+        Assert.That(mismatches, Is.Empty);
+        Assert.That(filesSeen, Has.Some.EqualTo(_work.Directory + "/main.c"), "the relative name got its directory");
+        Assert.That(filesSeen, Has.Some.EndsWith("/inc/other.h"));
     }
 
     [Test]
@@ -184,6 +205,34 @@ public class DwarfLineTableTests
         }
 
         Assert.That(rowsSeen, Is.GreaterThan(0), "every damaged copy parsed to nothing: the flips never reached a line program");
+    }
+
+    // The .debug_info reader of DWARF 2-4 compilation directories, damaged: never throws, and the
+    // undamaged copy does find the directory.
+    [TestCase("-O0 -g -gdwarf-4", "units-flip-dwarf4")]
+    [TestCase("-O2 -g -gdwarf-5", "units-flip-dwarf5")]
+    public void CompDirReader_RandomByteFlipsAndPrefixes_NeverThrow(string gccArguments, string output)
+    {
+        string binary = _work.Build(output, gccArguments, absolutePaths: false);
+        var sections = LineSections.Read(binary);
+        var (_, lineStr, str) = sections.Inflate();
+        var (info, abbrev) = sections.UnitSections;
+        Assert.That(DwarfLineTable.ReadCompDirs(info, abbrev, str, lineStr).Values, Has.Some.EqualTo(_work.Directory));
+        var random = new Random(20261126);
+        for (int round = 0; round < 3000; round++)
+        {
+            byte[] i = (byte[])info.Clone(), a = (byte[])abbrev.Clone();
+            for (int flips = random.Next(1, 6); flips > 0; flips--)
+            {
+                byte[] target = random.Next(3) == 0 ? a : i;
+                target[random.Next(target.Length)] ^= (byte)random.Next(1, 256);
+            }
+            DwarfLineTable.ReadCompDirs(i, a, str, lineStr);
+        }
+        for (int cut = 0; cut < info.Length; cut += Math.Max(1, info.Length / 500))
+            DwarfLineTable.ReadCompDirs(info.AsSpan(0, cut), abbrev, str, lineStr);
+        for (int cut = 0; cut < abbrev.Length; cut++)
+            DwarfLineTable.ReadCompDirs(info, abbrev.AsSpan(0, cut), str, lineStr);
     }
 
     [Test]
@@ -553,6 +602,9 @@ public class DwarfLineTableTests
     /// <summary>The three sections a line table needs, as stored in an ELF64 file, with sh_flags.</summary>
     private sealed record LineSections(byte[] Line, ulong LineFlags, byte[] LineStr, ulong LineStrFlags, byte[] Str, ulong StrFlags)
     {
+        /// <summary>.debug_info and .debug_abbrev (inflated), for DWARF 2-4 compilation directories.</summary>
+        public (byte[] Info, byte[] Abbrev) UnitSections { get; init; } = (Array.Empty<byte>(), Array.Empty<byte>());
+
         public static LineSections Read(string path)
         {
             byte[] elf = File.ReadAllBytes(path);
@@ -581,7 +633,20 @@ public class DwarfLineTableTests
             var line = found[".debug_line"];
             var lineStr = found.GetValueOrDefault(".debug_line_str", none);
             var str = found.GetValueOrDefault(".debug_str", none);
-            return new LineSections(line.Bytes, line.Flags, lineStr.Bytes, lineStr.Flags, str.Bytes, str.Flags);
+            var info = found.GetValueOrDefault(".debug_info", none);
+            var abbrev = found.GetValueOrDefault(".debug_abbrev", none);
+            return new LineSections(line.Bytes, line.Flags, lineStr.Bytes, lineStr.Flags, str.Bytes, str.Flags)
+            {
+                UnitSections = (DwarfLineTable.SectionBytes(info.Bytes, info.Flags), DwarfLineTable.SectionBytes(abbrev.Bytes, abbrev.Flags)),
+            };
+        }
+
+        /// <summary>Parse with the compilation directories of DWARF 2-4 units, as ElfImage does.</summary>
+        public DwarfLineTable ParseWithUnits()
+        {
+            var (line, lineStr, str) = Inflate();
+            var compDirs = DwarfLineTable.ReadCompDirs(UnitSections.Info, UnitSections.Abbrev, str, lineStr);
+            return DwarfLineTable.Parse(line, lineStr, str, compDirs);
         }
 
         public (byte[] Line, byte[] LineStr, byte[] Str) Inflate() => (

@@ -125,6 +125,24 @@ public class SymbolizerTests
         Assert.That(frame.FunctionOffset, Is.EqualTo(3UL));
     }
 
+    // DWARF 4 built from a relative path: the line table alone says "rel4.c"; the unit's
+    // DW_AT_comp_dir (from .debug_info) makes it the full path, as addr2line prints it.
+    [Test]
+    public void Dwarf4RelativeSource_GetsItsCompilationDirectory()
+    {
+        string dir = Path.GetDirectoryName(_programs.PathOf("x"))!;
+        File.Copy(_programs.Source, Path.Combine(dir, "rel4.c"), overwrite: true);
+        _programs.Tool("sh", $"-c \"cd '{dir}' && gcc -O0 -g -gdwarf-4 -shared -fPIC -o librel4.so rel4.c\"");
+        string library = Path.Combine(dir, "librel4.so");
+        ulong hidden = SymbolTestPrograms.NmAddress(library, "symtest_hidden");
+
+        var frame = new Symbolizer(ModuleMap.Parse(SymbolTestPrograms.FakeMaps(library, FakeBias))).Symbolize(FakeBias + hidden + 5);
+
+        Assert.That(frame.Function, Is.EqualTo("symtest_hidden"));
+        Assert.That(frame.File, Is.EqualTo(Path.Combine(dir, "rel4.c")));
+        Assert.That(frame.Line, Is.GreaterThan(0));
+    }
+
     // Images outlive a Symbolizer (periodic scans do not parse libc again), but not a change of
     // their file.
     [Test]
