@@ -19,7 +19,7 @@ scans=${REPORT_SCANS:-3}
 runs=${REPORT_RUNS:-3}
 gcc -O1 -g -o "$out/reportheap" "$root/scripts/bench/reportheap.c"
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. "$root/scripts/bench/common.sh"
 
 echo "## Report: $blocks leaked blocks, $scans scans per process, $runs processes" >&2
 : > "$out/report-times.tsv"

@@ -33,7 +33,7 @@ if [ -f "$lsan" ]; then
         > "$out/scan-lsan.txt" 2> "$out/scan-lsan.err" || true
 fi
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+. "$root/scripts/bench/common.sh"
 
 i_wall=$(sed -n 's/.*wall_ms=\([0-9.]*\).*/\1/p' "$out/scan-interposer.txt" | median)
 i_stop=$(cat "$out"/scan-report.txt.* | sed -n 's/.*world stopped \([0-9.]*\) ms.*/\1/p' | median)

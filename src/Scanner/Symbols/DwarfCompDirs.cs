@@ -32,12 +32,7 @@ internal sealed partial class DwarfLineTable
         while (offset < debugLine.Length)
         {
             var r = new LineReader(debugLine, offset);
-            ulong length = r.U32();
-            if (length == 0xffffffff)
-                length = r.U64();
-            else if (length >= 0xfffffff0)
-                return false;
-            if (r.Failed)
+            if (!r.UnitLength(out ulong length, out _))
                 return false;
             int headerAt = r.Position;
             ushort version = r.U16();
@@ -61,14 +56,7 @@ internal sealed partial class DwarfLineTable
         while (offset < debugInfo.Length)
         {
             var r = new LineReader(debugInfo, offset);
-            ulong length = r.U32();
-            int offsetSize = 4;
-            if (length == 0xffffffff)
-            {
-                length = r.U64();
-                offsetSize = 8;
-            }
-            if (r.Failed || (offsetSize == 4 && length >= 0xfffffff0) || length > (ulong)(debugInfo.Length - r.Position))
+            if (!r.UnitLength(out ulong length, out int offsetSize) || length > (ulong)(debugInfo.Length - r.Position))
                 break;
             int unitEnd = r.Position + (int)length;
             offset = unitEnd;

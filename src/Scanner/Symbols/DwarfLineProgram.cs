@@ -482,6 +482,21 @@ internal sealed partial class DwarfLineTable
                 Position += (int)count;
         }
 
+        /// <summary>A unit's unit_length: 32-bit DWARF, or 0xffffffff then a 64-bit length; offsetSize
+        /// is 4 or 8 to match. False when it cannot be read or is reserved (0xfffffff0..0xfffffffe):
+        /// nothing after it can be found.</summary>
+        public bool UnitLength(out ulong length, out int offsetSize)
+        {
+            length = U32();
+            offsetSize = 4;
+            if (length == 0xffffffff)
+            {
+                length = U64();
+                offsetSize = 8;
+            }
+            return !Failed && (offsetSize == 8 || length < 0xfffffff0);
+        }
+
         /// <summary>The bytes of a string read from this reader's data (CString).</summary>
         public readonly ReadOnlySpan<byte> Bytes(StringRef text) => _data.Slice(text.Offset, text.Length);
 

@@ -81,17 +81,8 @@ internal sealed partial class DwarfLineTable
         int offset = 0;
         while (offset < debugLine.Length)
         {
-            // unit_length: 32-bit DWARF, or 0xffffffff then a 64-bit length. 0xfffffff0..0xfffffffe
-            // are reserved: nothing after them can be found.
             var header = new LineReader(debugLine, offset);
-            ulong length = header.U32();
-            int offsetSize = 4;
-            if (length == 0xffffffff)
-            {
-                length = header.U64();
-                offsetSize = 8;
-            }
-            if (header.Failed || (offsetSize == 4 && length >= 0xfffffff0))
+            if (!header.UnitLength(out ulong length, out int offsetSize))
                 break;
             // A unit longer than the section is truncated: its complete sequences are still good.
             ulong left = (ulong)(debugLine.Length - header.Position);
