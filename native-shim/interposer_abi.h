@@ -126,6 +126,14 @@ typedef struct ip_walk_cache {
     uint64_t bp[IP_WALK_LEVELS];
     uint64_t ra_slot[IP_WALK_LEVELS];
     uint64_t bp_slot[IP_WALK_LEVELS];
+    /* The check of a whole hit at level 0, flattened (built lazily from the arrays above; see
+       WalkCache.cs): the walk is unchanged iff *check_addr[i] == check_val[i] for every i. */
+    int32_t check_valid;  /* 0: the arrays changed since the check was built */
+    int32_t check_count;
+    int32_t bp0_needed;   /* level 0's rbp is consumed by a later step: it must match too */
+    int32_t check_reserved;
+    uint64_t check_addr[2 * IP_WALK_LEVELS];
+    uint64_t check_val[2 * IP_WALK_LEVELS];
 } ip_walk_cache;
 
 /*

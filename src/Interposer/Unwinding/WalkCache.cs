@@ -44,6 +44,12 @@ internal unsafe struct IpWalkCache
     public fixed ulong Bp[Levels];    //          the caller's rbp
     public fixed ulong RaSlot[Levels];// step k -> k+1: where Pc[k+1] was loaded from
     public fixed ulong BpSlot[Levels];// step k -> k+1: where Bp[k+1] was loaded from; 0 = carried
+    public int CheckValid;            // the flattened whole-hit check below matches the arrays
+    public int CheckCount;
+    public int Bp0Needed;             // level 0's rbp is consumed by a later step
+    public int CheckReserved;
+    public fixed ulong CheckAddr[2 * Levels]; // the words SuffixStillValid(c, 0, Count) loads...
+    public fixed ulong CheckVal[2 * Levels];  // ...and the values they must hold
 }
 
 internal static unsafe class FastUnwinderCached
@@ -57,6 +63,20 @@ internal static unsafe class FastUnwinderCached
         sameAsLast = false;
         if (c == null || maxFrames > IpWalkCache.Levels)
             return FastUnwinder.Unwind(pc, sp, bp, stackLo, stackHi, frames, maxFrames);
+        if (c->Count > 0 && c->Pc[0] == pc && c->Sp[0] == sp && c->StackId != 0 && pc != 0 &&
+            frames != null && maxFrames > 0 && WholeHit(c, bp))
+        {
+            int whole = c->Count < maxFrames ? c->Count : maxFrames;
+            if (whole >= maxFrames || c->Complete != 0)
+            {
+                // Exactly Splice's outcome for level 0 = cached level 0, without the walk.
+                frames[0] = pc;
+                c->Bp[0] = bp;
+                sameAsLast = true;
+                return whole;
+            }
+        }
+        c->CheckValid = 0; // the general path may change the arrays
         if (!FastUnwinder.Begin(pc, stackLo, stackHi, frames, maxFrames, out int early, out ulong lastWord))
             return early;
         ulong* table = RuleCache.GetTable();
@@ -110,6 +130,61 @@ internal static unsafe class FastUnwinderCached
         c->StackId = 0;
         c->UsesRbp = (uint)usesRbp;
         return n;
+    }
+
+    // THE WHOLE HIT. Most mallocs come from the call site, at the stack depth, of this thread's
+    // previous one. Then the general path matches at level 0 against cached level 0 and runs
+    // BpNeeded(c, 0, Count) and SuffixStillValid(c, 0, Count) over arrays that have not changed
+    // since the last walk. Both are flattened once per cache state into a list of (word, value)
+    // pairs and a flag, so the hit is one branch-free pass of independent loads (perf: the
+    // per-level loop with its slot-kind branch was ~20% of a malloc+free pair at 15 frames).
+    // The list is exactly the loads SuffixStillValid makes from level 0, so the outcome is the same.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool WholeHit(IpWalkCache* c, ulong bp)
+    {
+        if (c->CheckValid == 0)
+            BuildCheck(c);
+        if (c->Bp[0] != bp && c->Bp0Needed != 0)
+            return false;
+        // Pointer walks, unrolled by 4 (BuildCheck pads the list to a multiple of 4): no index
+        // arithmetic, no tail loop.
+        ulong diff = 0;
+        ulong* addr = c->CheckAddr;
+        ulong* val = c->CheckVal;
+        ulong* end = addr + c->CheckCount;
+        for (; addr < end; addr += 4, val += 4)
+        {
+            diff |= (*(ulong*)addr[0] ^ val[0]) | (*(ulong*)addr[1] ^ val[1])
+                  | (*(ulong*)addr[2] ^ val[2]) | (*(ulong*)addr[3] ^ val[3]);
+        }
+        return diff == 0;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void BuildCheck(IpWalkCache* c)
+    {
+        int count = c->Count;
+        bool raOnly = c->UsesRbp == 0 && c->Complete != 0; // SuffixStillValid's first branch at j = 0
+        int k = 0;
+        for (int i = 0; i + 1 < count; i++)
+        {
+            c->CheckAddr[k] = c->RaSlot[i];
+            c->CheckVal[k++] = c->Pc[i + 1];
+            if (!raOnly && c->BpSlot[i] != 0)
+            {
+                c->CheckAddr[k] = c->BpSlot[i];
+                c->CheckVal[k++] = c->Bp[i + 1];
+            }
+        }
+        // Pad to a multiple of 4 by repeating the first pair (checking it twice changes nothing).
+        while ((k & 3) != 0)
+        {
+            c->CheckAddr[k] = c->CheckAddr[0];
+            c->CheckVal[k++] = c->CheckVal[0];
+        }
+        c->CheckCount = k;
+        c->Bp0Needed = BpNeeded(c, 0, count) ? 1 : 0;
+        c->CheckValid = 1;
     }
 
     /// <summary>Whether cached level j's rbp is consumed by the cached steps j.. before a saved

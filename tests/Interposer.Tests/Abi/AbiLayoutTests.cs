@@ -115,6 +115,8 @@ public unsafe class AbiLayoutTests
             ["Bp"] = (byte*)w.Bp - b,
             ["RaSlot"] = (byte*)w.RaSlot - b,
             ["BpSlot"] = (byte*)w.BpSlot - b,
+            ["CheckAddr"] = (byte*)w.CheckAddr - b,
+            ["CheckVal"] = (byte*)w.CheckVal - b,
         };
     }
 

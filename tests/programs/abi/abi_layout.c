@@ -82,6 +82,12 @@ int main(void)
     FIELD(ip_walk_cache, bp);
     FIELD(ip_walk_cache, ra_slot);
     FIELD(ip_walk_cache, bp_slot);
+    FIELD(ip_walk_cache, check_valid);
+    FIELD(ip_walk_cache, check_count);
+    FIELD(ip_walk_cache, bp0_needed);
+    FIELD(ip_walk_cache, check_reserved);
+    FIELD(ip_walk_cache, check_addr);
+    FIELD(ip_walk_cache, check_val);
 
     STRUCT(ip_core_config);
     FIELD(ip_core_config, enabled);

@@ -33,6 +33,13 @@ __attribute__((noinline)) void recurse(int depth, int n)
     __asm__ volatile("");
 }
 
+/* Two outer callers of one shared chain: the walks agree on every level but the outermost ones,
+   so a reuse of the whole previous walk must notice the change far from the leaf. */
+__attribute__((noinline)) void shared_mid2(int n) { via_a(n); __asm__ volatile(""); }
+__attribute__((noinline)) void shared_mid1(int n) { shared_mid2(n); __asm__ volatile(""); }
+__attribute__((noinline)) void outer_x(int n) { shared_mid1(n); __asm__ volatile(""); }
+__attribute__((noinline)) void outer_y(int n) { shared_mid1(n); __asm__ volatile(""); }
+
 int main(int argc, char **argv)
 {
     (void)argv;
@@ -47,6 +54,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < 3; i++) {      /* rbp-based frames, same and different depths */
         vla_at_depth(2, 8 * i, 7);
         vla_at_depth(i, 16, 8);
+    }
+    for (int i = 0; i < 2; i++) {      /* same leaf, same depth, only the outer frames differ */
+        outer_x(9);
+        outer_y(10);
     }
     return dump_live(getenv("DUMP_PATH")) == 0 ? 0 : 1;
 }
