@@ -78,6 +78,8 @@ static const ip_shim_api s_api = {
     .regions_dropped = &g_ip_regions_dropped,
     .departed_modules = ip_departed_copy,
     .root_regions = ip_root_regions_copy,
+    .pending_frees = ip_pending_frees_copy,
+    .pending_free_covers = ip_pending_free_covers,
 };
 static ip_shim_api s_api_live;
 
@@ -166,6 +168,7 @@ static int load_core(void)
         return ip_message("the core lacks ", sym), -1;
     IP_BIND(on_alloc, "interposer_on_alloc")
     IP_BIND(on_free, "interposer_on_free")
+    IP_BIND(on_free_batch, "interposer_on_free_batch")
     IP_BIND(on_restore, "interposer_on_restore")
     IP_BIND(on_thread_start, "interposer_on_thread_start")
     IP_BIND(on_fork, "interposer_on_fork")
@@ -307,6 +310,7 @@ static void fork_child(void)
         return;
     }
     g_ip_core.on_fork(2);
+    ip_threads_forget_orphans(&ip_tls, g_ip_core.on_free_batch); /* before any thread is created */
     ip_tls.guard = 0;
 }
 
@@ -375,6 +379,7 @@ __attribute__((constructor)) static void ip_init(void)
         ip_disable(rc != 0 ? "the core failed to start" : NULL);
         return;
     }
+    ip_batch_init(&g_ip_core.config);
     atexit(at_exit);
     start_drainer();
     if (ip_stw_init(0) != 0) {
@@ -399,6 +404,8 @@ static int enter_query(void)
     ip_thread_register();
     if (ip_tls.guard != 0 || ip_tls.state != IP_T_HOST)
         return 0;
+    if (ip_tls.frees.count != 0 && ip_tls.busy == 0)
+        ip_frees_flush(&ip_tls); /* the caller's own frees, before its question */
     ip_hook_enter(&ip_tls);
     return 1;
 }

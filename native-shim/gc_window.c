@@ -47,6 +47,7 @@ static ip_thread *s_published[IP_MAX_PUBLISHED]; /* live host threads' TLS, by r
 static int s_have_membarrier;
 static int s_scanning;                         /* an opener is reading s_published (see unpublish) */
 static int s_forking;                          /* forks between their prepare and parent handlers */
+static uint32_t s_published_end;               /* 1 + the highest index ever published */
 
 void ip_gc_window_init(void)
 {
@@ -56,8 +57,13 @@ void ip_gc_window_init(void)
 
 void ip_threads_publish(ip_thread *t, uint32_t index)
 {
-    if (index < IP_MAX_PUBLISHED)
-        __atomic_store_n(&s_published[index], t, __ATOMIC_RELEASE);
+    if (index >= IP_MAX_PUBLISHED)
+        return;
+    __atomic_store_n(&s_published[index], t, __ATOMIC_RELEASE);
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_RELAXED);
+    while (end < index + 1 &&
+           !__atomic_compare_exchange_n(&s_published_end, &end, index + 1, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
 }
 
 /* An exiting thread leaves the list, then waits while an opener may still hold its pointer:
@@ -70,6 +76,90 @@ void ip_threads_unpublish(ip_thread *t)
     __atomic_store_n(&s_published[index], NULL, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&s_scanning, __ATOMIC_SEQ_CST) != 0)
         sched_yield();
+}
+
+/* One seqlock read of t's batch (see ip_free_batch) into out[0, max); returns the entries read,
+   or -1 when the owner emptied the batch meanwhile (its removals are applied: nothing to do). */
+static int read_batch(const ip_thread *t, ip_free_entry *out, int max)
+{
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint32_t gen = __atomic_load_n(&t->frees.gen, __ATOMIC_ACQUIRE);
+        uint32_t n = __atomic_load_n(&t->frees.count, __ATOMIC_ACQUIRE);
+        if (n > IP_FREE_BATCH)
+            n = IP_FREE_BATCH;
+        int k = 0;
+        for (uint32_t i = 0; i < n && k < max; i++, k++) {
+            out[k].address = __atomic_load_n(&t->frees.entry[i].address, __ATOMIC_RELAXED);
+            out[k].stamp = __atomic_load_n(&t->frees.entry[i].stamp, __ATOMIC_RELAXED);
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&t->frees.gen, __ATOMIC_RELAXED) == gen)
+            return k;
+    }
+    return -1;
+}
+
+/* Walks the published threads with s_scanning raised, so none of them unmaps its TLS meanwhile. */
+int32_t ip_pending_frees_copy(ip_free_entry *out, int32_t max)
+{
+    int32_t total = 0;
+    ip_free_entry one[IP_FREE_BATCH];
+    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 1; i < end; i++) {
+        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
+        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
+            continue;
+        int n = read_batch(t, one, IP_FREE_BATCH);
+        for (int k = 0; k < n; k++, total++)
+            if (total < max)
+                out[total] = one[k];
+    }
+    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    return total;
+}
+
+/* In a fork child, before any thread is created: the threads that did not follow leave their
+   pending removals in their (copied) TLS, and glibc will hand their stacks, TLS included, to the
+   child's next threads (which zero it). Apply each batch now and forget those threads. Called
+   with the core's locks released and this thread's guard held. */
+void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_entry *, int32_t))
+{
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 1; i < end; i++) {
+        ip_thread *t = s_published[i];
+        if (t == NULL || t == self)
+            continue;
+        uint32_t n = t->frees.count;
+        if (n != 0 && apply != NULL)
+            apply(t->frees.entry, (int32_t)(n < IP_FREE_BATCH ? n : IP_FREE_BATCH));
+        s_published[i] = NULL;
+    }
+}
+
+/* Only asked when an insert replaces a record (rare: another thread's freed address came back
+   before that thread applied the removal). Past IP_COVERS_MAX_THREADS registered threads the
+   walk would cost too much for a malloc: the answer is then "unknown" (-1). */
+#define IP_COVERS_MAX_THREADS 256
+int32_t ip_pending_free_covers(uint64_t address, uint64_t time_ns)
+{
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
+    if (end > IP_COVERS_MAX_THREADS)
+        return -1;
+    ip_free_entry one[IP_FREE_BATCH];
+    int32_t found = 0;
+    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    for (uint32_t i = 1; i < end && !found; i++) {
+        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
+        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
+            continue;
+        int n = read_batch(t, one, IP_FREE_BATCH);
+        for (int k = 0; k < n; k++)
+            if (one[k].address == address && one[k].stamp >= time_ns)
+                found = 1;
+    }
+    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    return found;
 }
 
 void ip_hook_protect(ip_thread *t)
@@ -112,7 +202,8 @@ void ip_gc_window(int32_t open)
     }
     uint64_t deadline = now_ns() + IP_WINDOW_WAIT_NS;
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    for (uint32_t i = 1; i < IP_MAX_PUBLISHED; i++) {
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
+    for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
         if (t == NULL || t == &ip_tls)
             continue;

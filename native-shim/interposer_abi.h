@@ -18,13 +18,15 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 2
+#define IP_ABI_VERSION 3
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
 
 /* Frames kept per deferred-log entry (captured in C with a bounded frame-pointer walk). */
 #define IP_DEFERRED_FRAMES 8
+/* Frees a host thread collects before it hands their record removals to the core in one call. */
+#define IP_FREE_BATCH 16
 
 /* What happened. */
 enum ip_event_kind {
@@ -38,6 +40,7 @@ enum ip_event_kind {
     IP_EV_VALLOC = 8,
     IP_EV_PVALLOC = 9,
     IP_EV_FREE = 16,
+    IP_EV_FREE_STAMPED = 17, /* deferred only: a batched free's removal; size holds its stamp */
 };
 
 /* Why an event went to the deferred log instead of straight into managed code. */
@@ -137,6 +140,52 @@ typedef struct ip_walk_cache {
 } ip_walk_cache;
 
 /*
+ * BATCHED FREES (PENDING REMOVALS). free(p) on a host thread really frees p at once, so glibc's
+ * checks, errors and reuse are exactly what they would be without us; only the removal of p's
+ * record waits, in the thread's batch (ip_thread.frees, the shim's TLS). The thread's next
+ * malloc applies its pending removals in the same call into the core, under the same shard lock
+ * when they share the shard: one managed transition and one lock per malloc+free pair instead of
+ * two. A batch that fills up (IP_FREE_BATCH frees in a row) is handed over on its own.
+ *
+ * EXACT, HOWEVER LATE. Every record's time_ns is strictly increasing within its shard: an insert
+ * sets time_ns = max(time_ns, shard's last time + 1) and stores it as the shard's last time,
+ * under the shard lock. A free stamps its entry with p's shard's last time, read before the real
+ * free. The record the free meant was inserted before (the program got p from it), so its time is
+ * <= the stamp; any record inserted at p after the real free (glibc handed p out again, to this
+ * or another thread) is > the stamp. A pending removal is applied only to a record whose time is
+ * <= its stamp: applying it late, twice, or from another thread is harmless.
+ *
+ * Who applies them: the owner (next malloc, a full batch, its own queries); the deferred log, when
+ * the thread exits (IP_EV_FREE_STAMPED); and every reader that needs the table exact: a scan (the
+ * owners are stopped), the live-block queries and dumps, and a fork child (the batches of the
+ * threads that did not follow), which read every published batch with a seqlock: the owner
+ * writes entry[count], then count; when the batch has been applied it bumps gen, then sets
+ * count = 0. A reader reads gen, count, entries [0, count), gen again, and uses them only if gen
+ * did not change.
+ */
+typedef struct ip_free_entry {
+    uint64_t address;
+    uint64_t stamp;     /* p's shard's last record time, read before the real free */
+} ip_free_entry;
+
+typedef struct ip_free_batch {
+    uint32_t count;     /* entries in use */
+    uint32_t gen;       /* bumped each time the batch is emptied */
+    ip_free_entry entry[IP_FREE_BATCH];
+} ip_free_batch;
+
+/* The core's allocation table, as far as the shim reads it to stamp a free: shard i's header is
+   at shards + i * IP_SHARD_STRIDE and its last record time (uint64_t) at IP_SHARD_TIME_OFFSET. */
+#define IP_SHARD_STRIDE 64
+#define IP_SHARD_TIME_OFFSET 32
+#define IP_SHARD_REGION_SHIFT 22
+#define IP_SHARD_HASH 0x9E3779B97F4A7C15ull
+static inline uint32_t ip_shard_of(uint64_t address, uint32_t shard_bits)
+{
+    return (uint32_t)(((address >> IP_SHARD_REGION_SHIFT) * IP_SHARD_HASH) >> (64 - shard_bits));
+}
+
+/*
  * One allocation as the shim sees it, passed by pointer to interposer_on_alloc.
  * The register triple describes the allocating function right after malloc returned into it,
  * so the core's unwinder can walk from there without seeing any shim or runtime frame.
@@ -152,6 +201,7 @@ typedef struct ip_alloc_event {
     uint64_t stack_hi;
     const uint64_t *frames; /* non-NULL: frames already captured (deferred log); pc/sp/bp unused */
     ip_walk_cache *walk_cache; /* this thread's previous walk (NULL: none) */
+    ip_free_batch *frees; /* this thread's pending removals, applied before the insert (NULL: none) */
     int32_t tid;        /* kernel thread id */
     uint32_t thread_index; /* the core's thread registry index (from interposer_on_thread_start) */
     uint16_t kind;      /* enum ip_event_kind */
@@ -180,7 +230,8 @@ enum ip_annotation {
 typedef struct ip_record {
     uint64_t address;
     uint64_t size;
-    uint64_t time_ns;
+    uint64_t time_ns;   /* allocation time (CLOCK_MONOTONIC_COARSE), strictly increasing within
+                           its shard (see BATCHED FREES) */
     int32_t tid;
     uint32_t stack_id;  /* id in the stack depot; 0 = no backtrace */
     uint32_t thread_index; /* index in the core's thread registry (name, tid) */
@@ -195,7 +246,7 @@ typedef struct ip_record {
 typedef struct ip_deferred_entry {
     uint64_t seq;
     uint64_t address;
-    uint64_t size;      /* for IP_EV_FREE: 0 */
+    uint64_t size;      /* for IP_EV_FREE: 0; IP_EV_FREE_STAMPED: the stamp */
     uint64_t time_ns;
     int32_t tid;
     uint16_t kind;      /* enum ip_event_kind */
@@ -250,6 +301,13 @@ typedef struct ip_shim_api {
     /* Copies up to max of the regions registered with __lsan_register_root_region; returns how
        many there are. Always scanned (they are the program's explicit roots). */
     int32_t (*root_regions)(ip_region *out, int32_t max);
+    /* Copies up to max entries of every live host thread's batched frees (ip_free_batch, a
+       seqlock read) into out; returns how many there are in all (may exceed max). */
+    int32_t (*pending_frees)(ip_free_entry *out, int32_t max);
+    /* 1 when some live host thread's batch holds a free of address stamped >= time_ns: a record
+       of that time found at address by an insert is one whose removal is pending, not a stale one.
+       0 when none does; -1 when there are too many threads to ask (the answer is unknown). */
+    int32_t (*pending_free_covers)(uint64_t address, uint64_t time_ns);
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */
@@ -263,6 +321,10 @@ typedef struct ip_core_config {
     int32_t track_regions;  /* 1: keep the program's mmap regions (use_mmap_regions) */
     int32_t control;        /* 1: open the control socket at control_path */
     char control_path[112]; /* the control socket's path; %p = pid (expanded by the shim) */
+    int32_t batch_frees;    /* 1: frees go through ip_free_batch (see above) */
+    int32_t shard_bits;     /* the allocation table has 1 << shard_bits shards */
+    const uint8_t *shards;  /* its shard headers (IP_SHARD_STRIDE bytes each) */
+    const uint64_t *applied; /* deferred entries the core has applied (compare: deferred_enqueued) */
 } ip_core_config;
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */
@@ -292,6 +354,9 @@ int32_t interposer_annotate(uint64_t address, uint64_t size, int32_t op, int32_t
 /* Replay the deferred log now (called by the shim's drainer thread when the log fills up while
    no host thread enters the core, e.g. exiting threads freeing a long list). */
 int32_t interposer_on_drain(void);
+/* Applies a full batch of pending removals (ip_free_batch; each only to a record whose time is
+   at most its stamp). Returns how many records were removed. */
+int32_t interposer_on_free_batch(const ip_free_entry *entries, int32_t count);
 /* Test and tooling queries (called with the guard held, like every hook). */
 int64_t interposer_core_live_blocks(void);
 int32_t interposer_core_dump(const char *path);

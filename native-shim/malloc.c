@@ -6,10 +6,15 @@
  *
  * INVARIANT (heaptrack's, DESIGN guard rule 5): a block's record is removed *before* the real
  * free/realloc runs. Otherwise another thread can be handed the same address by glibc and insert
- * its record first, and our late removal would delete the new owner's record.
+ * its record first, and our late removal would delete the new owner's record. The one exception
+ * is a batched free (free() below, interposer_abi.h: BATCHED FREES): its removal comes after the
+ * real free, but it is stamped before it and only ever removes a record at least as old as the
+ * stamp, so a new owner's record is never touched.
  *
  * Cost of the direct path (measured by scripts/bench): one TLS load and two predictable branches
  * in front of the reverse P/Invoke into the core; the unwind and the table insert are the core's.
+ * A batched free stays in C: a few TLS loads and stores, one load of its shard's last time, the
+ * real free; its removal rides on the thread's next malloc.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -23,6 +28,13 @@
    [rbp] = caller's rbp, [rbp+8] = return address, rbp+16 = caller's sp after the return. */
 #define IP_CALLER_PC() ((uint64_t)__builtin_return_address(0))
 #define IP_CALLER_FP() ((uint64_t)__builtin_frame_address(0))
+
+/* Batched frees (interposer_abi.h: BATCHED FREES). Set once at start-up (ip_batch_init). */
+static int s_batch;                     /* 1: frees are batched */
+static uint32_t s_shard_bits;
+static const uint8_t *s_shards;
+static const uint64_t *s_applied;       /* the core's count of applied deferred entries */
+static const uint64_t *s_enqueued;      /* the deferred log's count of reserved entries */
 
 /* Outcome of routing one event. */
 enum ip_route { IP_ROUTE_NONE = 0, IP_ROUTE_DIRECT = 1 };
@@ -92,6 +104,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
         .stack_hi = t->stack_hi,
         .frames = NULL,
         .walk_cache = &t->walk_cache,
+        .frees = s_batch ? &t->frees : NULL,
         .tid = t->tid,
         .thread_index = t->thread_index,
         .kind = kind,
@@ -136,10 +149,88 @@ IP_EXPORT void *malloc(size_t n)
     return p;
 }
 
+/* ---- batched frees (interposer_abi.h: BATCHED FREES) --------------------------------------- */
+
+void ip_batch_init(const ip_core_config *config)
+{
+    if (!config->batch_frees || config->shards == NULL || config->applied == NULL ||
+        config->shard_bits <= 0 || config->shard_bits > 16)
+        return;
+    s_shard_bits = (uint32_t)config->shard_bits;
+    s_shards = config->shards;
+    s_applied = config->applied;
+    s_enqueued = ip_deferred_enqueued_counter();
+    s_batch = 1;
+}
+
+/* p's shard's last record time (see BATCHED FREES in interposer_abi.h). */
+static inline __attribute__((always_inline)) uint64_t free_stamp(uint64_t address)
+{
+    const uint8_t *shard = s_shards + (uint64_t)ip_shard_of(address, s_shard_bits) * IP_SHARD_STRIDE;
+    return __atomic_load_n((const uint64_t *)(shard + IP_SHARD_TIME_OFFSET), __ATOMIC_RELAXED);
+}
+
+/* A removal waits in the batch only while no deferred entry is waiting for the core: a logged
+   insert of p, replayed after the stamp was read, would get a later time and outlive p's free. */
+static inline __attribute__((always_inline)) int batchable(const ip_thread *t, uint64_t pc)
+{
+    return t->state == IP_T_HOST && t->guard == 0 && t->busy == 0 && s_batch &&
+           __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc) &&
+           __atomic_load_n(s_enqueued, __ATOMIC_ACQUIRE) == __atomic_load_n(s_applied, __ATOMIC_ACQUIRE);
+}
+
+/* A full batch (IP_FREE_BATCH frees without a malloc in between), or the owner's query. */
+void ip_frees_flush(ip_thread *t)
+{
+    int saved_errno = errno;
+    ip_hook_enter(t);
+    if (__atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE)
+        g_ip_core.on_free_batch(t->frees.entry, (int32_t)t->frees.count);
+    /* Still inside the guard: no stop parks this thread between the core call and the reset. */
+    __atomic_store_n(&t->frees.gen, t->frees.gen + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->frees.count, 0, __ATOMIC_RELEASE);
+    ip_hook_leave(t);
+    errno = saved_errno;
+}
+
+/* An exiting thread's batch: it may no longer enter the core. The entries stay in the batch too
+   (applying one twice is harmless) until the thread unpublishes itself: an insert that finds one
+   of those records still sees its removal pending (ip_pending_free_covers). */
+void ip_frees_flush_deferred(ip_thread *t)
+{
+    uint32_t n = t->frees.count;
+    for (uint32_t i = 0; i < n && i < IP_FREE_BATCH; i++)
+        if (t->frees.entry[i].address != 0)
+            ip_deferred_push(IP_EV_FREE_STAMPED, t->frees.entry[i].address, t->frees.entry[i].stamp,
+                             IP_DEFER_EXITING, 0, 0);
+}
+
 IP_EXPORT void free(void *p)
 {
-    if (p != NULL)
-        record_free(p, NULL, IP_CALLER_PC());
+    if (p == NULL)
+        return; /* glibc's free(NULL) does nothing either */
+    uint64_t pc = IP_CALLER_PC();
+    ip_thread *t = &ip_tls;
+    if (IP_LIKELY(batchable(t, pc))) {
+        /* busy: a signal handler's free on this thread must not append to a half-written entry
+           (it sees busy and takes the direct path), and a stop must not park us here. */
+        t->busy = 1;
+        __asm__ volatile("" ::: "memory");
+        uint32_t n = t->frees.count;
+        t->frees.entry[n].address = (uint64_t)p;
+        t->frees.entry[n].stamp = free_stamp((uint64_t)p); /* before the real free */
+        __atomic_store_n(&t->frees.count, n + 1, __ATOMIC_RELEASE);
+        __asm__ volatile("" ::: "memory");
+        t->busy = 0;
+        __asm__ volatile("" ::: "memory");
+        __libc_free(p);
+        if (n + 1 >= IP_FREE_BATCH)
+            ip_frees_flush(t);
+        else
+            ip_stw_poll();
+        return;
+    }
+    record_free(p, NULL, pc);
     __libc_free(p);
 }
 

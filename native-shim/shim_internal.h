@@ -43,6 +43,7 @@ typedef struct ip_thread {
                            park this thread now (see ip_may_park) */
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
+    ip_free_batch frees; /* frees whose record removals are pending (interposer_abi.h) */
     ip_walk_cache walk_cache; /* the core's reuse of this thread's previous backtrace */
 } ip_thread;
 
@@ -71,6 +72,15 @@ IP_HIDDEN int ip_gc_window_fork_enter(void);
 IP_HIDDEN void ip_gc_window_fork_leave(int child);
 IP_HIDDEN void ip_threads_publish(ip_thread *t, uint32_t index);
 IP_HIDDEN void ip_threads_unpublish(ip_thread *t);
+/* Batched frees of the published threads (gc_window.c keeps the list): see ip_shim_api. */
+IP_HIDDEN int32_t ip_pending_frees_copy(ip_free_entry *out, int32_t max);
+IP_HIDDEN int32_t ip_pending_free_covers(uint64_t address, uint64_t time_ns);
+IP_HIDDEN void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_entry *, int32_t));
+/* malloc.c: hand this thread's batch to the core (a host thread outside the core), or, for a
+   thread that may no longer enter it (exiting), to the deferred log. */
+IP_HIDDEN void ip_frees_flush(ip_thread *t);
+IP_HIDDEN void ip_frees_flush_deferred(ip_thread *t);
+IP_HIDDEN void ip_batch_init(const ip_core_config *config);
 
 /* guard = 1: inside the core, unprotected; 2: inside, cancellation disabled. The compiler barrier
    orders the guard store before the window load for this thread; the CPU side of that ordering
@@ -123,6 +133,7 @@ IP_HIDDEN uint64_t ip_now_ns(void);
 typedef struct ip_core {
     int32_t (*on_alloc)(const ip_alloc_event *);
     int32_t (*on_free)(uint64_t, ip_record *);
+    int32_t (*on_free_batch)(const ip_free_entry *, int32_t);
     int32_t (*on_restore)(const ip_record *);
     int32_t (*on_thread_start)(int32_t, const char *, uint64_t, uint64_t, uint64_t);
     int32_t (*on_fork)(int32_t);

@@ -39,6 +39,9 @@ static void mark_exiting(void *unused)
 {
     (void)unused;
     if (ip_tls.state == IP_T_HOST) {
+        /* Maybe after the runtime detached this thread (the pthread key path): no core call. */
+        if (ip_tls.frees.count != 0)
+            ip_frees_flush_deferred(&ip_tls);
         ip_tls.state = IP_T_EXITING;
         ip_threads_unpublish(&ip_tls); /* its TLS may be unmapped soon: the window opener must not look */
     }

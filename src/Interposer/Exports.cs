@@ -42,6 +42,10 @@ internal static unsafe class Exports
             config->ScanSignal = s_settings.ScanSignal;
             config->ScanIntervalS = s_settings.ScanIntervalS;
             config->TrackRegions = s_settings.UseMmapRegions ? 1 : 0;
+            config->BatchFrees = s_settings.BatchFrees ? 1 : 0;
+            config->ShardBits = AllocationTable.ShardBits;
+            config->Shards = Recorder.Table.ShardHeaders;
+            config->Applied = Recorder.AppliedCounter;
             string controlPath = s_settings.ControlPathOrDefault();
             int pathBytes = System.Text.Encoding.UTF8.GetByteCount(controlPath);
             if (s_settings.Control && pathBytes < 100)
@@ -80,6 +84,13 @@ internal static unsafe class Exports
         catch (Exception e) { return Fail(e); }
     }
 
+    [UnmanagedCallersOnly(EntryPoint = "interposer_on_free_batch")]
+    private static int OnFreeBatch(IpFreeEntry* entries, int count)
+    {
+        try { return Recorder.OnFreeBatch(entries, count); }
+        catch (Exception e) { return Fail(e); }
+    }
+
     [UnmanagedCallersOnly(EntryPoint = "interposer_on_restore")]
     private static int OnRestore(IpRecord* record)
     {
@@ -111,7 +122,7 @@ internal static unsafe class Exports
     {
         try
         {
-            Recorder.Replay();
+            Recorder.CatchUp();
             using (new GcWindow())
             {
                 if (s_settings.ReportAtExit)
@@ -197,7 +208,7 @@ internal static unsafe class Exports
     {
         try
         {
-            Recorder.Replay();
+            Recorder.CatchUp();
             return Recorder.Table.Count;
         }
         catch (Exception e) { return Fail(e); }
@@ -208,7 +219,7 @@ internal static unsafe class Exports
     {
         try
         {
-            Recorder.Replay();
+            Recorder.CatchUp();
             using var window = new GcWindow();
             string? p = Marshal.PtrToStringUTF8((IntPtr)path);
             return LiveDump.Write(string.IsNullOrEmpty(p) ? "-" : p);

@@ -39,6 +39,8 @@ internal static unsafe class LiveDump
     public static string Statistics() =>
         $"stacks: {Recorder.Depot.Count}, threads: {Recorder.Threads.Count - 1}, " +
         $"deferred events replayed: {Recorder.ReplayedEvents}, deferred events lost: {Recorder.DeferredDropped}, " +
-        $"stale records replaced: {Recorder.ReplacedRecords}, replay waits given up: {Recorder.ReplayGaveUp}, " +
+        $"stale records replaced: {Recorder.ReplacedRecords}, " +
+        (Recorder.ReplacedUnchecked != 0 ? $"records replaced unchecked (too many threads): {Recorder.ReplacedUnchecked}, " : "") +
+        $"replay waits given up: {Recorder.ReplayGaveUp}, " +
         $"table bytes: {Recorder.Table.SlotBytes}";
 }

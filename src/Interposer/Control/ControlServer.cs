@@ -50,7 +50,7 @@ internal static unsafe class ControlServer
     // kmemleak's dump=: everything known about the block containing address.
     private static string Dump(ulong address)
     {
-        Recorder.Replay();
+        Recorder.CatchUp();
         IpRecord? found = null;
         if (Recorder.Table.TryGet(address, out IpRecord exact))
             found = exact;

@@ -8,8 +8,13 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 2;
+    public const uint AbiVersion = 3;
     public const int DeferredFrames = 8;
+    public const int FreeBatch = 16;
+    public const int ShardStride = 64;
+    public const int ShardTimeOffset = 32;
+    public const int ShardRegionShift = 22;
+    public const ulong ShardHash = 0x9E3779B97F4A7C15UL;
     public const int WalkLevels = Unwinding.IpWalkCache.Levels;
 }
 
@@ -25,6 +30,7 @@ internal enum EventKind : ushort
     Valloc = 8,
     Pvalloc = 9,
     Free = 16,
+    FreeStamped = 17,   // deferred only: a batched free's removal; Size holds its stamp
 }
 
 [System.Flags]
@@ -129,6 +135,7 @@ internal unsafe struct IpAllocEvent
     public ulong StackHi;
     public ulong* Frames;
     public Unwinding.IpWalkCache* WalkCache;
+    public IpFreeBatch* Frees;
     public int Tid;
     public uint ThreadIndex;
     public ushort Kind;
@@ -148,6 +155,23 @@ internal struct IpRecord
     public uint ThreadIndex;
     public ushort Flags;
     public short MinCount;
+}
+
+/// <summary>Mirror of ip_free_entry: one batched free whose record removal is pending.</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal struct IpFreeEntry
+{
+    public ulong Address;
+    public ulong Stamp;
+}
+
+/// <summary>Mirror of ip_free_batch (a host thread's pending removals, in the shim's TLS).</summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct IpFreeBatch
+{
+    public uint Count;
+    public uint Gen;
+    public fixed ulong Entry[Abi.FreeBatch * 2];
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -186,6 +210,8 @@ internal unsafe struct IpShimApi
     public ulong TlsExcludeCount;
     public delegate* unmanaged<IpModule*, int, int> DepartedModules;
     public delegate* unmanaged<IpRegion*, int, int> RootRegions;
+    public delegate* unmanaged<IpFreeEntry*, int, int> PendingFrees;
+    public delegate* unmanaged<ulong, ulong, int> PendingFreeCovers;
 }
 
 [StructLayout(LayoutKind.Sequential)]
@@ -200,4 +226,8 @@ internal unsafe struct IpCoreConfig
     public int TrackRegions;
     public int Control;
     public fixed byte ControlPath[112];
+    public int BatchFrees;
+    public int ShardBits;
+    public byte* Shards;
+    public ulong* Applied;
 }

@@ -20,6 +20,7 @@ internal sealed class Settings
 {
     public bool Enabled = true;
     public int MaxFrames = 16;
+    public bool BatchFrees = true;
     public string Unwinder = "fast";
     public int Verbosity;
     public string DumpAtExit = "";
@@ -125,6 +126,8 @@ internal static class OptionTable
             "0 turns Interposer off for this process (kmemleak's `off`): every call is passed straight to glibc."),
         new("max_frames", OptionType.Int, "16",
             "Frames kept per allocation backtrace (kmemleak's MAX_TRACE is 16).", Min: 1, Max: 64),
+        new("batch_frees", OptionType.Bool, "1",
+            "1: a free's record removal waits in a per-thread batch of 16 (the block itself is freed at once) and is applied later, exactly, to the record it meant; 0: every free enters the core."),
         new("unwinder", OptionType.Choice, "fast",
             "How backtraces are taken: fast (DWARF CFI with a per-PC rule cache), libunwind (unw_backtrace; slower reference), fp (frame pointers only; ~2 frames on Debian's libc).",
             Choices: new[] { "fast", "libunwind", "fp" }),
@@ -240,6 +243,7 @@ internal static class OptionTable
         switch (name)
         {
             case "enabled": s.Enabled = v; break;
+            case "batch_frees": s.BatchFrees = v; break;
             case "help": s.Help = v; break;
             case "report_at_exit": s.ReportAtExit = v; break;
             case "control": s.Control = v; break;

@@ -1,7 +1,9 @@
 // AllocationTable.cs — every live block's record, in native memory, sharded by address.
 //
 // LOCKING
-//   shard.Lock   guards one shard's slots, count and capacity; taken on every insert/remove.
+//   shard.Lock   guards one shard's slots, count, capacity, version and last time; taken on every
+//                insert/remove. (The shim reads LastTime without it: a racy read of a word that
+//                only grows, as its free stamp; see BATCHED FREES in native-shim/interposer_abi.h.)
 //   Order: Core._replayLock -> shard.Lock -> StackDepot._lock. A shard lock is never held while
 //   calling the unwinder, the depot or the host; two shard locks are only held together by
 //   LockAll (fork), which takes them in index order.
@@ -10,6 +12,8 @@
 // Each shard is an open-addressing table with linear probing and backward-shift deletion (no
 // tombstones, so probe chains stay short under malloc/free churn). Address 0 marks an empty slot.
 // Slots are ip_record (40 bytes); a shard doubles at 70% load, so a live block costs 57–114 bytes.
+// Record times are strictly increasing within a shard (Insert), which makes pending removals
+// (RemoveStamped) exact.
 // Memory comes from mmap, never from malloc: the table must not be part of the heap it describes.
 using System.Numerics;
 using System.Runtime.CompilerServices;
@@ -34,6 +38,7 @@ internal sealed unsafe class AllocationTable
         [FieldOffset(16)] public IpRecord* Slots;
         [FieldOffset(24)] public long Version;   // bumped by every insert and remove: lets a scan
                                                  // skip shards that did not change since its snapshot
+        [FieldOffset(Abi.ShardTimeOffset)] public ulong LastTime; // the newest record's TimeNs
     }
 
     private readonly Shard* _shards;             // ShardCount shards, mmap'ed
@@ -66,7 +71,7 @@ internal sealed unsafe class AllocationTable
     // whose locks and cache lines then stay on that thread's core. Hashing every address to a
     // random shard made each lock's CAS a cross-core cache miss: 46% of the 8-thread churn (perf).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ShardOf(ulong address) => (int)(((address >> 22) * 0x9E3779B97F4A7C15UL) >> (64 - ShardBits));
+    private static int ShardOf(ulong address) => (int)(((address >> Abi.ShardRegionShift) * Abi.ShardHash) >> (64 - ShardBits));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int SlotOf(ulong hash, int capacityBits) => (int)((hash << ShardBits) >> (64 - capacityBits));
@@ -74,25 +79,66 @@ internal sealed unsafe class AllocationTable
     private static IpRecord* AllocateSlots(int capacityBits) =>
         (IpRecord*)Interop.Libc.MapAnonymous((nuint)sizeof(IpRecord) << capacityBits);
 
-    /// <summary>Inserts or replaces the record for record.Address. Returns true if it replaced one
-    /// (a block whose free we never saw).</summary>
-    public bool Insert(in IpRecord record)
+    /// <summary>Inserts or replaces the record for record.Address. Its TimeNs becomes
+    /// max(TimeNs, the shard's last time + 1): strictly increasing within the shard. Returns true
+    /// if it replaced a record; then *replaced (when non-null) receives the old one.</summary>
+    public bool Insert(in IpRecord record, IpRecord* replaced = null, ReplacedKind* stale = null)
     {
         ulong h = Hash(record.Address);
         Shard* shard = &_shards[ShardOf(record.Address)];
         SpinLockWord.Enter(ref shard->Lock);
-        bool replaced = InsertLocked(shard, h, record);
+        bool wasThere = InsertLocked(shard, h, record, replaced, stale);
         SpinLockWord.Exit(ref shard->Lock);
-        return replaced;
+        return wasThere;
     }
 
-    private bool InsertLocked(Shard* shard, ulong h, in IpRecord record)
+    /// <summary>A thread's pending removals (RemoveStamped), then Insert, holding one shard lock at
+    /// a time and the insert's shard lock only once when the last removals share it (the usual
+    /// case: a thread's blocks sit in its arena's shard).</summary>
+    public bool RemoveStampedThenInsert(IpFreeEntry* entries, int count, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
+    {
+        Shard* held = null;
+        for (int i = 0; i < count; i++)
+        {
+            ulong address = entries[i].Address;
+            if (address == 0)
+                continue;
+            Shard* shard = &_shards[ShardOf(address)];
+            if (shard != held)
+            {
+                if (held != null)
+                    SpinLockWord.Exit(ref held->Lock);
+                SpinLockWord.Enter(ref shard->Lock);
+                held = shard;
+            }
+            RemoveLocked(shard, Hash(address), address, entries[i].Stamp, null);
+        }
+        Shard* target = &_shards[ShardOf(record.Address)];
+        if (target != held)
+        {
+            if (held != null)
+                SpinLockWord.Exit(ref held->Lock);
+            SpinLockWord.Enter(ref target->Lock);
+        }
+        bool wasThere = InsertLocked(target, Hash(record.Address), record, replaced, stale);
+        SpinLockWord.Exit(ref target->Lock);
+        return wasThere;
+    }
+
+    /// <summary>Asked, under the shard lock, when an insert replaces a record: is the old block's
+    /// removal pending in some thread's batch (then the replacement is expected, not stale)? The
+    /// lock keeps the owner from applying and emptying that batch meanwhile.</summary>
+    public delegate* unmanaged<ulong, ulong, int> PendingCovers;
+
+    private bool InsertLocked(Shard* shard, ulong h, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
     {
         if ((shard->Count + 1) * 10 > (7L << shard->CapacityBits) && !GrowLocked(shard))
         {
             _failed = true;
             return false;
         }
+        ulong time = record.TimeNs > shard->LastTime ? record.TimeNs : shard->LastTime + 1;
+        Volatile.Write(ref shard->LastTime, time);
         int mask = (1 << shard->CapacityBits) - 1;
         int i = SlotOf(h, shard->CapacityBits);
         IpRecord* slots = shard->Slots;
@@ -102,13 +148,19 @@ internal sealed unsafe class AllocationTable
             if (a == 0)
             {
                 slots[i] = record;
+                slots[i].TimeNs = time;
                 shard->Count++;
                 shard->Version++;
                 return false;
             }
             if (a == record.Address)
             {
+                if (replaced != null)
+                    *replaced = slots[i];
+                if (stale != null)
+                    *stale = PendingCovers == null ? ReplacedKind.Stale : (ReplacedKind)PendingCovers(a, slots[i].TimeNs);
                 slots[i] = record;
+                slots[i].TimeNs = time;
                 shard->Version++;
                 return true;
             }
@@ -146,12 +198,49 @@ internal sealed unsafe class AllocationTable
         ulong h = Hash(address);
         Shard* shard = &_shards[ShardOf(address)];
         SpinLockWord.Enter(ref shard->Lock);
-        bool found = RemoveLocked(shard, h, address, removed);
+        bool found = RemoveLocked(shard, h, address, ulong.MaxValue, removed);
         SpinLockWord.Exit(ref shard->Lock);
         return found;
     }
 
-    private static bool RemoveLocked(Shard* shard, ulong h, ulong address, IpRecord* removed)
+    /// <summary>A pending removal (BATCHED FREES): removes address's record only if its TimeNs is at
+    /// most stamp, i.e. it is the block that was freed and not a later one at the same address.</summary>
+    public bool RemoveStamped(ulong address, ulong stamp, IpRecord* removed)
+    {
+        ulong h = Hash(address);
+        Shard* shard = &_shards[ShardOf(address)];
+        SpinLockWord.Enter(ref shard->Lock);
+        bool found = RemoveLocked(shard, h, address, stamp, removed);
+        SpinLockWord.Exit(ref shard->Lock);
+        return found;
+    }
+
+    /// <summary>RemoveStamped for count entries; a run of entries in one shard takes that shard's
+    /// lock once. Returns how many records were removed.</summary>
+    public int RemoveStamped(IpFreeEntry* entries, int count)
+    {
+        int removed = 0;
+        int i = 0;
+        while (i < count)
+        {
+            int s = ShardOf(entries[i].Address);
+            Shard* shard = &_shards[s];
+            SpinLockWord.Enter(ref shard->Lock);
+            do
+            {
+                ulong address = entries[i].Address;
+                if (address != 0 && RemoveLocked(shard, Hash(address), address, entries[i].Stamp, null))
+                    removed++;
+                i++;
+            }
+            while (i < count && ShardOf(entries[i].Address) == s);
+            SpinLockWord.Exit(ref shard->Lock);
+        }
+        return removed;
+    }
+
+    // Removes address's record if its TimeNs is at most maxTime (ulong.MaxValue: unconditionally).
+    private static bool RemoveLocked(Shard* shard, ulong h, ulong address, ulong maxTime, IpRecord* removed)
     {
         int bits = shard->CapacityBits;
         int mask = (1 << bits) - 1;
@@ -166,6 +255,8 @@ internal sealed unsafe class AllocationTable
                 break;
             i = (i + 1) & mask;
         }
+        if (slots[i].TimeNs > maxTime)
+            return false; // a later block at the same address: not the one that was freed
         if (removed != null)
             *removed = slots[i];
         // Backward-shift deletion: pull later members of the probe run into the hole when their
@@ -269,6 +360,14 @@ internal sealed unsafe class AllocationTable
         return records;
     }
 
+    /// <summary>The shard headers, for the shim's free stamps (ip_core_config.shards).</summary>
+    public byte* ShardHeaders => (byte*)_shards;
+
+    /// <summary>A shard header's size and where its LastTime sits in it (the ABI test compares
+    /// them with IP_SHARD_STRIDE and IP_SHARD_TIME_OFFSET).</summary>
+    public static int ShardHeaderSize => sizeof(Shard);
+    public static int ShardLastTimeOffset => (int)Marshal.OffsetOf<Shard>(nameof(Shard.LastTime));
+
     /// <summary>The shard that holds address's record.</summary>
     public static int ShardOfAddress(ulong address) => ShardOf(address);
 
@@ -341,6 +440,14 @@ internal sealed unsafe class AllocationTable
         for (int i = ShardCount - 1; i >= 0; i--)
             SpinLockWord.Exit(ref _shards[i].Lock);
     }
+}
+
+/// <summary>What a replaced record was (ip_shim_api.pending_free_covers' answer).</summary>
+internal enum ReplacedKind
+{
+    Unknown = -1,   // too many threads to ask
+    Stale = 0,      // a free we never saw
+    Pending = 1,    // its removal waits in some thread's batch
 }
 
 /// <summary>Sees each record of <see cref="AllocationTable.Visit"/> (with its shard locked).</summary>

@@ -1,18 +1,23 @@
-// Recorder.cs — the state behind the hooks: allocation table, stack depot, thread registry, and
-// the replay of the shim's deferred log.
+// Recorder.cs — the state behind the hooks: allocation table, stack depot, thread registry, the
+// replay of the shim's deferred log, and the pending removals of batched frees.
 //
 // LOCKING
 //   _replayLock   one drain of the deferred log at a time (the log has a single consumer), and
-//                 order between a replay and direct events: see ReplayIfPending.
+//                 order between a replay and direct events: see ReplayIfPending. CatchUp also
+//                 holds it while it applies every thread's pending removals (its buffer).
 //   shard.Lock    (AllocationTable) one shard's slots.
 //   depot._lock   (StackDepot) appends of new stacks.
 //   threads._lock (ThreadRegistry) appends of new threads.
-//   Order: _replayLock -> shard.Lock -> depot._lock; threads._lock is a leaf. The hot path takes
-//   one shard lock (and the depot lock only for a never-seen stack). LockAll/UnlockAll (fork)
-//   take all of them in this order.
+//   Order: _replayLock -> shard.Lock -> depot._lock; threads._lock is a leaf. The hot path holds
+//   one shard lock at a time (and the depot lock only for a never-seen stack). LockAll/UnlockAll
+//   (fork) take all of them in this order. The shim's batches are not locks: each is written by
+//   its owner only and read by others with a seqlock (BATCHED FREES in interposer_abi.h).
 //
-// Hot-path cost (scripts/bench): reverse P/Invoke ~7 ns, unwind a few ns per frame, CRC-32C
-// depot lookup ~1 ns per frame, one shard insert ~10 ns. Nothing here allocates managed memory.
+// Hot path (scripts/bench, deep churn): a malloc+free pair makes one reverse P/Invoke (the
+// malloc's; the free only appends to the thread's batch in the shim) and takes one shard lock
+// when the pending removals share the insert's shard. A repeated call chain is checked with one
+// load per saved stack slot (WalkCache) and reuses its stack id. Nothing here allocates managed
+// memory.
 using System;
 using System.Runtime.CompilerServices;
 using System.Threading;
@@ -35,6 +40,7 @@ internal static unsafe class Recorder
     private static ulong s_applied;             // deferred entries popped *and applied*; under _replayLock
     private static long s_replayedEvents;       // statistics
     private static long s_replacedRecords;      // inserts that found a stale record (a free we never saw)
+    private static long s_replacedUnchecked;    // inserts that replaced a record with too many threads to tell
     private static long s_replayGaveUp;         // direct events that stopped waiting for an unpublished entry
 
     public static AllocationTable Table => s_table;
@@ -42,6 +48,7 @@ internal static unsafe class Recorder
     public static ThreadRegistry Threads => s_threads;
     public static long ReplayedEvents => Volatile.Read(ref s_replayedEvents);
     public static long ReplacedRecords => Volatile.Read(ref s_replacedRecords);
+    public static long ReplacedUnchecked => Volatile.Read(ref s_replacedUnchecked);
     public static long ReplayGaveUp => Volatile.Read(ref s_replayGaveUp);
     public static ulong DeferredDropped => s_api != null && s_api->DeferredDropped != null ? *s_api->DeferredDropped : 0;
 
@@ -49,6 +56,8 @@ internal static unsafe class Recorder
     {
         s_api = api;
         s_table = new AllocationTable();
+        s_table.PendingCovers = api->PendingFreeCovers;
+        GrowPending(1024); // 64 threads' full batches; grown when a catch-up finds more
         s_depot = new StackDepot();
         s_threads = new ThreadRegistry();
         s_maxFrames = settings.MaxFrames;
@@ -90,7 +99,7 @@ internal static unsafe class Recorder
         record.ThreadIndex = ev->ThreadIndex;
         record.Flags = 0;
         record.MinCount = (short)((ev->Flags & (uint)AllocFlags.NotLeak) != 0 ? 0 : 1); // __lsan_disable
-        Insert(record);
+        InsertAfterPending(record, ev->Frees);
         return 0;
     }
 
@@ -120,16 +129,148 @@ internal static unsafe class Recorder
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Insert(in IpRecord record)
     {
-        if (s_table.Insert(record))
-            Interlocked.Increment(ref s_replacedRecords);
+        IpRecord old;
+        ReplacedKind kind;
+        if (s_table.Insert(record, &old, &kind))
+            Replaced(&old, kind);
         else if (s_table.Failed)
             Disable("cannot grow the allocation table (out of memory)");
+    }
+
+    // The malloc path: this thread's pending removals (BATCHED FREES in interposer_abi.h) first,
+    // in the same call and under the same shard lock when they share it, then the insert. The
+    // batch is emptied here, inside the hook: no stop parks the thread in between.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InsertAfterPending(in IpRecord record, IpFreeBatch* frees)
+    {
+        uint pending = frees != null ? frees->Count : 0;
+        if (pending == 0 || ScanAreas.Count != 0)
+        {
+            if (pending != 0)
+                ApplyOwnBatch(frees);
+            Insert(record);
+            return;
+        }
+        IpRecord old;
+        ReplacedKind kind;
+        bool wasThere = s_table.RemoveStampedThenInsert((IpFreeEntry*)frees->Entry, (int)Math.Min(pending, (uint)Abi.FreeBatch), record, &old, &kind);
+        EmptyBatch(frees);
+        if (wasThere)
+            Replaced(&old, kind);
+        else if (s_table.Failed)
+            Disable("cannot grow the allocation table (out of memory)");
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EmptyBatch(IpFreeBatch* frees)
+    {
+        Volatile.Write(ref frees->Gen, frees->Gen + 1); // seqlock: readers of the old entries retry
+        Volatile.Write(ref frees->Count, 0u);
+    }
+
+    private static void ApplyOwnBatch(IpFreeBatch* frees)
+    {
+        OnFreeBatch((IpFreeEntry*)frees->Entry, (int)Math.Min(frees->Count, (uint)Abi.FreeBatch));
+        EmptyBatch(frees);
+    }
+
+    // An insert found a record at its address: that block is gone, and its scan areas with it.
+    // Either its removal is pending in another thread's batch (glibc gave that thread's freed
+    // address to this one; this thread's own removals were applied first), or it is a free we
+    // never saw: stale (the table asked the batches, under the shard lock).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Replaced(IpRecord* old, ReplacedKind kind)
+    {
+        if (ScanAreas.Count != 0)
+            ScanAreas.OnFree(old->Address, old->Size);
+        if (kind == ReplacedKind.Stale)
+            Interlocked.Increment(ref s_replacedRecords);
+        else if (kind == ReplacedKind.Unknown)
+            Interlocked.Increment(ref s_replacedUnchecked);
     }
 
     public static int OnFree(ulong address, IpRecord* stash)
     {
         ReplayIfPending();
         return RemoveBlock(address, stash) ? 1 : 0;
+    }
+
+    /// <summary>A batch of pending removals (BATCHED FREES): each applies only to a record whose
+    /// TimeNs is at most its stamp.</summary>
+    public static int OnFreeBatch(IpFreeEntry* entries, int count)
+    {
+        ReplayIfPending();
+        if (ScanAreas.Count == 0)
+            return s_table.RemoveStamped(entries, count);
+        int removed = 0;
+        for (int i = 0; i < count; i++)
+            if (entries[i].Address != 0 && RemoveStampedBlock(entries[i].Address, entries[i].Stamp))
+                removed++;
+        return removed;
+    }
+
+    private static bool RemoveStampedBlock(ulong address, ulong stamp)
+    {
+        IpRecord removed;
+        if (!s_table.RemoveStamped(address, stamp, &removed))
+            return false;
+        ScanAreas.OnFree(address, removed.Size);
+        return true;
+    }
+
+    private static IpFreeEntry* s_pending;      // ApplyPendingFrees' buffer (mmap); under _replayLock
+    private static int s_pendingCapacity;
+
+    /// <summary>
+    /// Brings the table up to date for a reader that needs it exact (a scan, a dump, a query): the
+    /// deferred log, then every live thread's pending batched frees (read without stopping them;
+    /// each removal applies only to the record it meant, so applying one twice, or one whose
+    /// owner applies it too, is harmless). Allocates no managed memory.
+    /// </summary>
+    public static void CatchUp(bool worldStopped = false)
+    {
+        Replay();
+        ApplyPendingFrees();
+        // A thread that exited meanwhile moved its removals to the log before it left the list of
+        // batches: replay again. With the world stopped nobody can finish an entry: do not wait.
+        if (worldStopped)
+            Replay();
+        else
+            ReplayIfPending();
+    }
+
+    private static void ApplyPendingFrees()
+    {
+        if (s_api == null || s_api->PendingFrees == null)
+            return;
+        SpinLockWord.Enter(ref s_replayLock);
+        for (int attempt = 0; attempt < 4; attempt++)
+        {
+            int n = s_api->PendingFrees(s_pending, s_pendingCapacity);
+            if (n <= s_pendingCapacity)
+            {
+                for (int i = 0; i < n; i++)
+                    if (s_pending[i].Address != 0)
+                        RemoveStampedBlock(s_pending[i].Address, s_pending[i].Stamp);
+                break;
+            }
+            if (!GrowPending(n * 2))
+                break;
+        }
+        SpinLockWord.Exit(ref s_replayLock);
+    }
+
+    // mmap, not managed memory: CatchUp also runs with the world stopped.
+    private static bool GrowPending(int capacity)
+    {
+        var fresh = (IpFreeEntry*)Interop.Libc.MapAnonymous((nuint)(capacity * sizeof(IpFreeEntry)));
+        if (fresh == null)
+            return false;
+        if (s_pending != null)
+            Interop.Libc.Munmap(s_pending, (nuint)(s_pendingCapacity * sizeof(IpFreeEntry)));
+        s_pending = fresh;
+        s_pendingCapacity = capacity;
+        return true;
     }
 
     // Every removal goes through here, so a block's scan areas die with it. Without scan areas
@@ -163,6 +304,10 @@ internal static unsafe class Recorder
         s_threads.Register(tid, name, stackLo, stackHi, tcb);
 
     public static IpShimApi* Api => s_api;
+
+    /// <summary>Where the count of applied deferred entries lives (ip_core_config.applied): the
+    /// shim batches a free only while it equals the log's count of enqueued ones.</summary>
+    public static ulong* AppliedCounter => (ulong*)Unsafe.AsPointer(ref s_applied);
 
     /// <summary>
     /// Deferred events must be applied before any direct event that could depend on them: a
@@ -225,6 +370,11 @@ internal static unsafe class Recorder
         if (e->Kind == (ushort)EventKind.Free)
         {
             RemoveBlock(e->Address, null);
+            return;
+        }
+        if (e->Kind == (ushort)EventKind.FreeStamped)
+        {
+            RemoveStampedBlock(e->Address, e->Size);
             return;
         }
         ulong* frames = stackalloc ulong[Abi.DeferredFrames];

@@ -25,8 +25,8 @@ internal static class SpinLockWord
         {
             if (Volatile.Read(ref word) == 0 && Interlocked.CompareExchange(ref word, 1, 0) == 0)
                 return;
-            if (++spins < 64)
-                Thread.SpinWait(8);
+            if (++spins < 16)
+                Thread.SpinWait(2);
             else
                 Native.Interop.Libc.SchedYield(); // the holder may be preempted: give it the core
         }

@@ -110,7 +110,7 @@ internal sealed unsafe class InStopWork
     public bool RunStopped(IpStoppedThread* threads, int nthreads, IpRegion* regions, int maxRegions, ulong* copyBuffer,
                            MapsSnapshot maps)
     {
-        Recorder.Replay(); // frees queued by threads that were stopped mid-hook-exit, early events
+        Recorder.CatchUp(worldStopped: true); // frees queued by threads stopped mid-hook-exit, early events, pending removals
         if (!maps.Read() || maps.Truncated)
             return false;
         bool anyRunning = false;

@@ -112,7 +112,7 @@ internal static unsafe class LeakScanner
         long started = Stopwatch.GetTimestamp();
 
         // ---- 1. prepare (allocates) ----
-        Recorder.Replay();
+        Recorder.CatchUp();
         // After the replay (a queued free drops its block's areas), before the snapshot: every
         // area copied belongs to a block allocated before the snapshot, unless it was freed since.
         ScanAreas.Area[] areas = ScanAreas.Copy();
@@ -124,7 +124,9 @@ internal static unsafe class LeakScanner
         for (int i = 0; i < records.Length; i++)
         {
             int minCount = records[i].MinCount;
-            if (minCount > 0 && minAgeNs > 0 && now - records[i].TimeNs < minAgeNs)
+            // A record time may run a few ns ahead of the coarse clock (the table makes times
+            // strictly increasing per shard): such a block is as young as they come.
+            if (minCount > 0 && minAgeNs > 0 && (records[i].TimeNs >= now || now - records[i].TimeNs < minAgeNs))
                 minCount = 0; // young: a root, never reported
             BlockFlags flags = (records[i].Flags & (ushort)RecordFlags.NoScan) != 0 ? BlockFlags.NoScan : BlockFlags.None;
             blocks[i] = new HeapBlock(records[i].Address, records[i].Size, minCount, flags, i);

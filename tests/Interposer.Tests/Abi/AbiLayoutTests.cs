@@ -83,11 +83,20 @@ public unsafe class AbiLayoutTests
             new("ip_module", typeof(IpModule), sizeof(IpModule), new Dictionary<string, string>(), PointerOffsetsOfModule()),
             new("ip_tls_range", typeof(IpTlsRange), sizeof(IpTlsRange), new Dictionary<string, string>(), new Dictionary<string, long>()),
             new("ip_region", typeof(IpRegion), sizeof(IpRegion), new Dictionary<string, string>(), new Dictionary<string, long>()),
+            new("ip_free_entry", typeof(IpFreeEntry), sizeof(IpFreeEntry), new Dictionary<string, string>(), new Dictionary<string, long>()),
+            new("ip_free_batch", typeof(IpFreeBatch), sizeof(IpFreeBatch), new Dictionary<string, string>(), PointerOffsetsOfFreeBatch()),
         };
         foreach (AbiStruct s in rows)
             Assert.That(s.ManagedSize, Is.EqualTo((int)typeof(Unsafe).GetMethod(nameof(Unsafe.SizeOf))!.MakeGenericMethod(s.Managed).Invoke(null, null)!),
                         $"sizeof vs Unsafe.SizeOf for {s.Managed.Name}");
         return rows.Select(s => new TestCaseData(s).SetArgDisplayNames(s.CName)).ToList();
+    }
+
+    private static Dictionary<string, long> PointerOffsetsOfFreeBatch()
+    {
+        IpFreeBatch f = default;
+        byte* b = (byte*)&f;
+        return new() { ["Entry"] = (byte*)f.Entry - b };
     }
 
     private static Dictionary<string, long> PointerOffsetsOfAllocEvent()
@@ -98,6 +107,7 @@ public unsafe class AbiLayoutTests
         {
             ["Frames"] = (byte*)&e.Frames - b,
             ["WalkCache"] = (byte*)&e.WalkCache - b,
+            ["Frees"] = (byte*)&e.Frees - b,
             ["StackLo"] = (byte*)&e.StackLo - b,
             ["NFrames"] = (byte*)&e.NFrames - b,
             ["Flags"] = (byte*)&e.Flags - b,
@@ -161,6 +171,8 @@ public unsafe class AbiLayoutTests
             ["TlsExclude"] = (byte*)&a.TlsExclude - b,
             ["DepartedModules"] = (byte*)&a.DepartedModules - b,
             ["RootRegions"] = (byte*)&a.RootRegions - b,
+            ["PendingFrees"] = (byte*)&a.PendingFrees - b,
+            ["PendingFreeCovers"] = (byte*)&a.PendingFreeCovers - b,
         };
     }
 
@@ -168,7 +180,12 @@ public unsafe class AbiLayoutTests
     {
         IpCoreConfig c = default;
         byte* b = (byte*)&c;
-        return new() { ["ControlPath"] = (byte*)c.ControlPath - b };
+        return new()
+        {
+            ["ControlPath"] = (byte*)c.ControlPath - b,
+            ["Shards"] = (byte*)&c.Shards - b,
+            ["Applied"] = (byte*)&c.Applied - b,
+        };
     }
 
     private static Dictionary<string, long> PointerOffsetsOfModule()
@@ -288,6 +305,7 @@ public unsafe class AbiLayoutTests
             ("IP_EV_VALLOC", EventKind.Valloc),
             ("IP_EV_PVALLOC", EventKind.Pvalloc),
             ("IP_EV_FREE", EventKind.Free),
+            ("IP_EV_FREE_STAMPED", EventKind.FreeStamped),
             ("IP_DEFER_EARLY", DeferredReason.Early),
             ("IP_DEFER_NESTED", DeferredReason.Nested),
             ("IP_DEFER_EXITING", DeferredReason.Exiting),
@@ -381,6 +399,27 @@ public unsafe class AbiLayoutTests
         IpDeferredEntry d = default;
         long framesBytes = sizeof(IpDeferredEntry) - ((byte*)d.Frames - (byte*)&d);
         Assert.That(framesBytes, Is.EqualTo(8L * layout.Consts["IP_DEFERRED_FRAMES"]), "IpDeferredEntry.Frames length");
+        Assert.That((long)Interposer.Native.Abi.FreeBatch, Is.EqualTo(layout.Consts["IP_FREE_BATCH"]), "IP_FREE_BATCH");
+        Assert.That(sizeof(IpFreeBatch) - 8, Is.EqualTo(layout.Consts["IP_FREE_BATCH"] * sizeof(IpFreeEntry)), "IpFreeBatch.Entry length");
+    }
+
+    /// <summary>The shim stamps a free with a word it reads from the core's shard headers: the
+    /// stride, the word's offset and the shard choice must be the core's own.</summary>
+    [Test]
+    public void ShardHeaderLayoutAndChoice_MatchTheCore()
+    {
+        Layout layout = GetLayout();
+        Assert.That((long)Interposer.Recording.AllocationTable.ShardHeaderSize, Is.EqualTo(layout.Consts["IP_SHARD_STRIDE"]), "IP_SHARD_STRIDE");
+        Assert.That((long)Interposer.Recording.AllocationTable.ShardLastTimeOffset, Is.EqualTo(layout.Consts["IP_SHARD_TIME_OFFSET"]), "IP_SHARD_TIME_OFFSET");
+        Assert.That((long)Interposer.Native.Abi.ShardRegionShift, Is.EqualTo(layout.Consts["IP_SHARD_REGION_SHIFT"]), "IP_SHARD_REGION_SHIFT");
+        Assert.That(Interposer.Recording.AllocationTable.ShardBits, Is.EqualTo(6), "abi_layout.c samples ip_shard_of with 6 bits");
+        var samples = layout.Consts.Where(kv => kv.Key.StartsWith("IP_SHARD_OF_", StringComparison.Ordinal)).ToList();
+        Assert.That(samples, Has.Count.EqualTo(5));
+        foreach (var (name, shard) in samples)
+        {
+            ulong address = Convert.ToUInt64(name.Substring("IP_SHARD_OF_".Length), 16);
+            Assert.That((long)Interposer.Recording.AllocationTable.ShardOfAddress(address), Is.EqualTo(shard), name);
+        }
     }
 
     // ---- gathering the C side ---------------------------------------------------------------

@@ -114,14 +114,19 @@ public sealed class GuardRuleTests
     /// it at once. With the removal after the free, the other thread's insert finds the old
     /// record ("stale records replaced" &gt; 0) and the late removal then deletes the new owner's
     /// record (the count comes out one or more short).</summary>
-    [Test]
-    public void Rule5_RemoveBeforeFree_AddressReuseAcrossThreadsKeepsCountExact()
+    /// <remarks>With batch_frees (the default) the removal comes after the real free, stamped
+    /// before it: the same program checks that a late removal never takes the new owner's record
+    /// (a mutant that ignores the stamp fails it).</remarks>
+    [TestCase("")]
+    [TestCase("batch_frees=0")]
+    public void Rule5_RemoveBeforeFree_AddressReuseAcrossThreadsKeepsCountExact(string options)
     {
         using var dir = new TempDir("rule5");
         string dumpPath = dir.File("dump.txt");
         var env = new Dictionary<string, string> { ["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1" };
         RunResult r = Programs.Run(E2E.Build("address_reuse.c"), Programs.Quote(dumpPath), preload: true,
-                                        env: env, timeoutSeconds: E2E.HazardTimeoutSeconds);
+                                        options: options.Length > 0 ? options : null, env: env,
+                                        timeoutSeconds: E2E.HazardTimeoutSeconds);
         E2E.AssertCleanExit(r, "address_reuse");
         E2E.AssertNoLibraryMessages(r, "address_reuse");
         long[] delta = E2E.Numbers(r.Stdout, @"^delta (-?\d+) expected (\d+) dump (-?\d+)$");

@@ -1,6 +1,9 @@
 // AllocationTable: insert/get/remove, the stash on remove, replacement, growth, backward-shift
 // deletion against a Dictionary model (random workload and hand-made wrapping probe runs),
-// concurrent use from 8 threads, and the fork locks.
+// concurrent use from 8 threads, the fork locks, and the stamped removals of batched frees
+// (record times strictly increasing per shard; a removal only takes a record as old as its stamp).
+// The table sets each record's TimeNs (max(given, shard's last + 1)), so records compare with
+// NoTime: every field but TimeNs.
 // Each test uses its own table (mmap'ed, never unmapped: a few MiB of address space per test).
 
 using System;
@@ -29,6 +32,13 @@ public unsafe class AllocationTableTests
         MinCount = 1,
     };
 
+    /// <summary>r without its TimeNs (the table assigns it).</summary>
+    private static IpRecord NoTime(IpRecord r)
+    {
+        r.TimeNs = 0;
+        return r;
+    }
+
     /// <summary>A heap-like address: non-zero, 16-byte aligned, below 2^47.</summary>
     private static ulong RandomAddress(Random rng) => ((ulong)rng.NextInt64(1, 1L << 43)) << 4;
 
@@ -52,7 +62,7 @@ public unsafe class AllocationTableTests
         Assert.That(t.Count, Is.EqualTo(2));
 
         Assert.That(t.TryGet(0x1000, out IpRecord r), Is.True);
-        Assert.That(r, Is.EqualTo(Rec(0x1000, 32)));
+        Assert.That(NoTime(r), Is.EqualTo(NoTime(Rec(0x1000, 32))));
         Assert.That(t.TryGet(0x1010, out _), Is.False, "a neighbouring address is another block");
 
         Assert.That(t.Remove(0x1000, null), Is.True);
@@ -75,13 +85,13 @@ public unsafe class AllocationTableTests
 
         IpRecord stash = default;
         Assert.That(t.Remove(original.Address, &stash), Is.True);
-        Assert.That(stash, Is.EqualTo(original), "every field of the record comes back");
+        Assert.That(NoTime(stash), Is.EqualTo(NoTime(original)), "every field of the record comes back");
         Assert.That(t.Count, Is.Zero);
 
         // A realloc that failed puts it back.
         Assert.That(t.Insert(stash), Is.False);
         Assert.That(t.TryGet(original.Address, out IpRecord back), Is.True);
-        Assert.That(back, Is.EqualTo(original));
+        Assert.That(NoTime(back), Is.EqualTo(NoTime(original)));
     }
 
     [Test]
@@ -91,7 +101,7 @@ public unsafe class AllocationTableTests
         t.Insert(Rec(0x1000));
         IpRecord stash = Rec(0xdead0);
         Assert.That(t.Remove(0x2000, &stash), Is.False);
-        Assert.That(stash, Is.EqualTo(Rec(0xdead0)));
+        Assert.That(NoTime(stash), Is.EqualTo(NoTime(Rec(0xdead0))));
         Assert.That(t.Count, Is.EqualTo(1));
     }
 
@@ -103,7 +113,7 @@ public unsafe class AllocationTableTests
         Assert.That(t.Insert(Rec(0x4000, 20, stack: 3)), Is.True);
         Assert.That(t.Count, Is.EqualTo(1), "replacement does not count twice");
         Assert.That(t.TryGet(0x4000, out IpRecord r), Is.True);
-        Assert.That(r, Is.EqualTo(Rec(0x4000, 20, stack: 3)));
+        Assert.That(NoTime(r), Is.EqualTo(NoTime(Rec(0x4000, 20, stack: 3))));
         Assert.That(t.Remove(0x4000, null), Is.True);
         Assert.That(t.Remove(0x4000, null), Is.False, "only one copy was stored");
     }
@@ -127,7 +137,7 @@ public unsafe class AllocationTableTests
         foreach (ulong a in addresses)
         {
             if (!t.TryGet(a, out IpRecord r)) missing++;
-            else if (!r.Equals(Rec(a, a & 0xfff))) wrong++;
+            else if (!NoTime(r).Equals(NoTime(Rec(a, a & 0xfff)))) wrong++;
         }
         Assert.That(missing, Is.Zero);
         Assert.That(wrong, Is.Zero);
@@ -164,14 +174,14 @@ public unsafe class AllocationTableTests
                 IpRecord got = default;
                 bool found = t.Remove(a, &got);
                 bool existed = model.Remove(a, out IpRecord expected);
-                if (found != existed || found && !got.Equals(expected))
+                if (found != existed || found && !NoTime(got).Equals(NoTime(expected)))
                     Assert.Fail($"op {op}: Remove({a:x}) = {found} size {got.Size}, model {existed} size {expected.Size}");
             }
             else
             {
                 bool found = t.TryGet(a, out IpRecord got);
                 bool existed = model.TryGetValue(a, out IpRecord expected);
-                if (found != existed || found && !got.Equals(expected))
+                if (found != existed || found && !NoTime(got).Equals(NoTime(expected)))
                     Assert.Fail($"op {op}: TryGet({a:x}) = {found}, model {existed}");
             }
             if (op % 100_000 == 99_999)
@@ -179,7 +189,7 @@ public unsafe class AllocationTableTests
         }
         AssertSame(t, model, "at the end");
         foreach (ulong a in pool)
-            if (t.TryGet(a, out IpRecord got) != model.TryGetValue(a, out IpRecord expected) || !got.Equals(expected))
+            if (t.TryGet(a, out IpRecord got) != model.TryGetValue(a, out IpRecord expected) || !NoTime(got).Equals(NoTime(expected)))
                 Assert.Fail($"TryGet({a:x}) disagrees with the model at the end");
         Assert.That(t.Failed, Is.False);
     }
@@ -190,7 +200,7 @@ public unsafe class AllocationTableTests
         IpRecord[] snap = t.Snapshot();
         Assert.That(snap, Has.Length.EqualTo(model.Count), $"Snapshot length {when}");
         foreach (IpRecord r in snap)
-            if (!model.TryGetValue(r.Address, out IpRecord m) || !m.Equals(r))
+            if (!model.TryGetValue(r.Address, out IpRecord m) || !NoTime(m).Equals(NoTime(r)))
                 Assert.Fail($"{when}: the table holds {r.Address:x} (size {r.Size}) that the model does not");
     }
 
@@ -340,5 +350,76 @@ public unsafe class AllocationTableTests
         foreach (ulong a in DistinctAddresses(rng, 5_000))   // reaches every shard
             t.Insert(Rec(a));
         Assert.That(t.Count, Is.EqualTo(5_001));
+    }
+
+    // ---- batched frees: record times and stamped removals -----------------------------------
+
+    private static ulong TimeOf(AllocationTable t, ulong address)
+    {
+        Assert.That(t.TryGet(address, out IpRecord r), Is.True, $"no record at {address:x}");
+        return r.TimeNs;
+    }
+
+    [Test]
+    public void RecordTimes_AreStrictlyIncreasingWithinAShard_AndNeverBelowTheGivenTime()
+    {
+        var t = new AllocationTable();
+        // One 4 MiB region: one shard. Given times go down, repeat and jump.
+        ulong[] given = { 5000, 5000, 10, 0, 9000, 9000, 1 };
+        ulong previous = 0;
+        for (int i = 0; i < given.Length; i++)
+        {
+            IpRecord r = Rec(0x7f0000000000 + (ulong)i * 64);
+            r.TimeNs = given[i];
+            t.Insert(r);
+            ulong time = TimeOf(t, r.Address);
+            Assert.That(time, Is.GreaterThanOrEqualTo(given[i]), $"insert {i}");
+            Assert.That(time, Is.GreaterThan(previous), $"insert {i}");
+            previous = time;
+        }
+        Assert.That(TimeOf(t, 0x7f0000000000), Is.EqualTo(5000), "a time above the shard's last is kept as given");
+        // Replacing a record at the same address gives it a later time too.
+        t.Insert(Rec(0x7f0000000000));
+        Assert.That(TimeOf(t, 0x7f0000000000), Is.GreaterThan(previous));
+    }
+
+    [Test]
+    public void RemoveStamped_TakesOnlyARecordAsOldAsItsStamp()
+    {
+        var t = new AllocationTable();
+        const ulong p = 0x7f0000001000;
+        t.Insert(Rec(p, 32));
+        ulong stamp = TimeOf(t, p);                    // what free(p) would read: the shard's last time
+        t.Insert(Rec(p, 48, stack: 9));                // glibc hands p out again before the removal
+        Assert.That(t.RemoveStamped(p, stamp, null), Is.False, "the new owner's record must stay");
+        Assert.That(t.TryGet(p, out IpRecord r), Is.True);
+        Assert.That(r.Size, Is.EqualTo(48));
+        Assert.That(t.RemoveStamped(p, TimeOf(t, p), null), Is.True, "its own free's stamp takes it");
+        Assert.That(t.RemoveStamped(p, ulong.MaxValue - 1, null), Is.False, "applied twice: nothing left to take");
+        Assert.That(t.Count, Is.Zero);
+    }
+
+    [Test]
+    public void RemoveStampedThenInsert_AppliesTheBatchAcrossShards_ThenInserts()
+    {
+        var t = new AllocationTable();
+        ulong[] live = { 0x7f0000002000, 0x7f1000002000, 0x7f2000002000, 0x7f0000002040 }; // three regions
+        foreach (ulong a in live)
+            t.Insert(Rec(a));
+        var entries = stackalloc IpFreeEntry[5];
+        for (int i = 0; i < live.Length; i++)
+            entries[i] = new IpFreeEntry { Address = live[i], Stamp = TimeOf(t, live[i]) };
+        entries[4] = new IpFreeEntry { Address = 0, Stamp = ulong.MaxValue };   // a cancelled entry
+        // The last freed address comes back before the batch is applied: its new record stays.
+        t.Insert(Rec(0x7f0000002040, 99));
+        IpRecord old;
+        ReplacedKind kind;
+        bool replaced = t.RemoveStampedThenInsert(entries, 5, Rec(0x7f0000002080, 7), &old, &kind);
+        Assert.That(replaced, Is.False);
+        Assert.That(t.Count, Is.EqualTo(2), "three removals applied, one skipped, one insert");
+        Assert.That(t.TryGet(0x7f0000002040, out IpRecord kept), Is.True);
+        Assert.That(kept.Size, Is.EqualTo(99));
+        Assert.That(t.TryGet(0x7f0000002080, out _), Is.True);
+        Assert.That(t.TryGet(0x7f1000002000, out _), Is.False);
     }
 }

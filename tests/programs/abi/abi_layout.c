@@ -24,6 +24,7 @@ int main(void)
     FIELD(ip_alloc_event, stack_hi);
     FIELD(ip_alloc_event, frames);
     FIELD(ip_alloc_event, walk_cache);
+    FIELD(ip_alloc_event, frees);
     FIELD(ip_alloc_event, tid);
     FIELD(ip_alloc_event, thread_index);
     FIELD(ip_alloc_event, kind);
@@ -71,6 +72,8 @@ int main(void)
     FIELD(ip_shim_api, tls_exclude_count);
     FIELD(ip_shim_api, departed_modules);
     FIELD(ip_shim_api, root_regions);
+    FIELD(ip_shim_api, pending_frees);
+    FIELD(ip_shim_api, pending_free_covers);
 
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
@@ -99,6 +102,10 @@ int main(void)
     FIELD(ip_core_config, track_regions);
     FIELD(ip_core_config, control);
     FIELD(ip_core_config, control_path);
+    FIELD(ip_core_config, batch_frees);
+    FIELD(ip_core_config, shard_bits);
+    FIELD(ip_core_config, shards);
+    FIELD(ip_core_config, applied);
 
     STRUCT(ip_stopped_thread);
     FIELD(ip_stopped_thread, tid);
@@ -119,6 +126,15 @@ int main(void)
     FIELD(ip_tls_range, offset);
     FIELD(ip_tls_range, size);
 
+    STRUCT(ip_free_entry);
+    FIELD(ip_free_entry, address);
+    FIELD(ip_free_entry, stamp);
+
+    STRUCT(ip_free_batch);
+    FIELD(ip_free_batch, count);
+    FIELD(ip_free_batch, gen);
+    FIELD(ip_free_batch, entry);
+
     STRUCT(ip_region);
     FIELD(ip_region, start);
     FIELD(ip_region, end);
@@ -133,6 +149,7 @@ int main(void)
     ENUM(IP_EV_VALLOC);
     ENUM(IP_EV_PVALLOC);
     ENUM(IP_EV_FREE);
+    ENUM(IP_EV_FREE_STAMPED);
     ENUM(IP_DEFER_EARLY);
     ENUM(IP_DEFER_NESTED);
     ENUM(IP_DEFER_EXITING);
@@ -174,5 +191,13 @@ int main(void)
     CONST(IP_ABI_VERSION);
     CONST(IP_DEFERRED_FRAMES);
     CONST(IP_WALK_LEVELS);
+    CONST(IP_FREE_BATCH);
+    CONST(IP_SHARD_STRIDE);
+    CONST(IP_SHARD_TIME_OFFSET);
+    CONST(IP_SHARD_REGION_SHIFT);
+    /* The shim's shard choice, on sample addresses (the core's AllocationTable.ShardOfAddress must agree). */
+    static const uint64_t samples[] = {0x10, 0x5597cc4a2ba0ull, 0x7fe7e0000b70ull, 0x7fe7e0400000ull, 0xffffffffffff0ull};
+    for (unsigned i = 0; i < sizeof samples / sizeof samples[0]; i++)
+        printf("const IP_SHARD_OF_%llx %u\n", (unsigned long long)samples[i], ip_shard_of(samples[i], 6));
     return 0;
 }
