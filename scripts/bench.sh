@@ -193,6 +193,12 @@ med() { # <key> <cfg> <column: 4 = ns, 5 = Mpairs/s>
 best() { # <key> <cfg>: the fastest run's ns per pair (the least disturbed by other load)
     awk -F'\t' -v k="$1" -v c="$2" '$1==k && $2==c && $4!="nan" {print $4}' "$runs" | sort -g | head -1
 }
+roundratio() { # <key> <cfg a> <cfg b>: median over rounds of a/b within the same round (the two ran
+    # seconds apart, so a slow phase of this shared machine hits both)
+    awk -F'\t' -v k="$1" -v a="$2" -v b="$3" '$1==k && $4!="nan" { if ($2==a) x[$3]=$4; if ($2==b) y[$3]=$4 }
+        END { for (r in x) if ((r in y) && y[r] > 0) print x[r] / y[r] }' "$runs" | median
+}
+rr() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "n/a"; else printf "%.2f×", v }'; }
 fmt() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "n/a"; else printf "%.1f", v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f×", a / b }'; }
 
@@ -224,13 +230,13 @@ echo "Machine: $facts; load average at end: $(cut -d' ' -f1-3 /proc/loadavg); be
 echo
 echo "### malloc+free pair cost (ns, median of $reps interleaved runs; 8 threads: wall time / pairs per thread)"
 echo
-echo "| workload | frames recorded (Interposer / LSan) | glibc | Interposer | LSan | Interposer/glibc | LSan/glibc | **Interposer/LSan** | Interposer/LSan, best runs | Interposer unwinder=libunwind | Interposer unwinder=fp |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| workload | frames recorded (Interposer / LSan) | glibc | Interposer | LSan | Interposer/glibc | LSan/glibc | **Interposer/LSan** | Interposer/LSan, per-round median | Interposer/LSan, best runs | Interposer unwinder=libunwind | Interposer unwinder=fp |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for w in "${workloads[@]}"; do
     IFS='|' read -r key dir mode threads iters label <<<"$w"
     g=$(med "$key" glibc 4); i=$(med "$key" interposer 4); l=$(med "$key" lsan 4)
     u=$(med "$key" ip_libunwind 4); f=$(med "$key" ip_fp 4)
-    echo "| $label | ${depth[$key,interposer]:-?} / ${depth[$key,lsan]:-n/a} | $(fmt "$g") | $(fmt "$i") | $(fmt "$l") | $(ratio "$i" "$g") | $(ratio "$l" "$g") | **$(ratio "$i" "$l")** | $(ratio "$(best "$key" interposer)" "$(best "$key" lsan)") | $(fmt "$u") | $(fmt "$f") |"
+    echo "| $label | ${depth[$key,interposer]:-?} / ${depth[$key,lsan]:-n/a} | $(fmt "$g") | $(fmt "$i") | $(fmt "$l") | $(ratio "$i" "$g") | $(ratio "$l" "$g") | **$(ratio "$i" "$l")** | $(rr "$(roundratio "$key" interposer lsan)") | $(ratio "$(best "$key" interposer)" "$(best "$key" lsan)") | $(fmt "$u") | $(fmt "$f") |"
 done
 echo
 line="Frames recorded (malloc's caller to the outermost frame; max_frames=16) with unwinder=libunwind / unwinder=fp:"
@@ -243,12 +249,12 @@ if [ -n "$cmp_shim" ]; then
     echo
     echo "#### BENCH_COMPARE=$BENCH_COMPARE (default options), same rounds"
     echo
-    echo "| workload | frames recorded | Interposer | compare | compare/Interposer | compare/glibc | **compare/LSan** | compare/LSan, best runs |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| workload | frames recorded | Interposer | compare | compare/Interposer | compare/Interposer, per-round median | compare/glibc | **compare/LSan** | compare/LSan, best runs |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for w in "${workloads[@]}"; do
         IFS='|' read -r key dir mode threads iters label <<<"$w"
         g=$(med "$key" glibc 4); i=$(med "$key" interposer 4); l=$(med "$key" lsan 4); c=$(med "$key" ip_compare 4)
-        echo "| $label | ${depth[$key,ip_compare]:-?} | $(fmt "$i") | $(fmt "$c") | $(ratio "$c" "$i") | $(ratio "$c" "$g") | **$(ratio "$c" "$l")** | $(ratio "$(best "$key" ip_compare)" "$(best "$key" lsan)") |"
+        echo "| $label | ${depth[$key,ip_compare]:-?} | $(fmt "$i") | $(fmt "$c") | $(ratio "$c" "$i") | $(rr "$(roundratio "$key" ip_compare interposer)") | $(ratio "$c" "$g") | **$(ratio "$c" "$l")** | $(ratio "$(best "$key" ip_compare)" "$(best "$key" lsan)") |"
     done
 fi
 echo

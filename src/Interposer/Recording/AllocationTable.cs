@@ -98,11 +98,17 @@ internal sealed unsafe class AllocationTable
     public bool RemoveStampedThenInsert(IpFreeEntry* entries, int count, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
     {
         Shard* held = null;
+        ulong ownStamp = 0;  // a pending removal of the very address being inserted (tcache reuse)
         for (int i = 0; i < count; i++)
         {
             ulong address = entries[i].Address;
             if (address == 0)
                 continue;
+            if (address == record.Address)
+            {
+                ownStamp = entries[i].Stamp; // the insert overwrites that record in place
+                continue;
+            }
             Shard* shard = &_shards[ShardOf(address)];
             if (shard != held)
             {
@@ -120,7 +126,7 @@ internal sealed unsafe class AllocationTable
                 SpinLockWord.Exit(ref held->Lock);
             SpinLockWord.Enter(ref target->Lock);
         }
-        bool wasThere = InsertLocked(target, Hash(record.Address), record, replaced, stale);
+        bool wasThere = InsertLocked(target, Hash(record.Address), record, replaced, stale, ownStamp);
         SpinLockWord.Exit(ref target->Lock);
         return wasThere;
     }
@@ -130,7 +136,10 @@ internal sealed unsafe class AllocationTable
     /// lock keeps the owner from applying and emptying that batch meanwhile.</summary>
     public delegate* unmanaged<ulong, ulong, int> PendingCovers;
 
-    private bool InsertLocked(Shard* shard, ulong h, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
+    // ownStamp: this thread's own pending removal of record.Address (0: none). A record there as
+    // old as it is the block this thread freed: overwritten in place, not a replacement.
+    private bool InsertLocked(Shard* shard, ulong h, in IpRecord record, IpRecord* replaced, ReplacedKind* stale,
+                              ulong ownStamp = 0)
     {
         if ((shard->Count + 1) * 10 > (7L << shard->CapacityBits) && !GrowLocked(shard))
         {
@@ -155,6 +164,13 @@ internal sealed unsafe class AllocationTable
             }
             if (a == record.Address)
             {
+                if (slots[i].TimeNs <= ownStamp)
+                {
+                    slots[i] = record;
+                    slots[i].TimeNs = time;
+                    shard->Version++;
+                    return false;
+                }
                 if (replaced != null)
                     *replaced = slots[i];
                 if (stale != null)

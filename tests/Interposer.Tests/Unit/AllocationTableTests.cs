@@ -422,4 +422,30 @@ public unsafe class AllocationTableTests
         Assert.That(t.TryGet(0x7f0000002080, out _), Is.True);
         Assert.That(t.TryGet(0x7f1000002000, out _), Is.False);
     }
+
+    [Test]
+    public void RemoveStampedThenInsert_OfTheFreedAddressItself_OverwritesInPlace()
+    {
+        var t = new AllocationTable();
+        const ulong p = 0x7f0000003000;
+        t.Insert(Rec(p, 32));
+        t.Insert(Rec(p + 0x40, 32));
+        var entry = new IpFreeEntry { Address = p, Stamp = TimeOf(t, p + 0x40) };  // free(p), then malloc -> p
+        IpRecord old;
+        ReplacedKind kind = (ReplacedKind)42;
+        Assert.That(t.RemoveStampedThenInsert(&entry, 1, Rec(p, 64, stack: 5), &old, &kind), Is.False,
+                    "the thread's own freed block is not a replaced record");
+        Assert.That(kind, Is.EqualTo((ReplacedKind)42), "no stale check for it");
+        Assert.That(t.Count, Is.EqualTo(2));
+        Assert.That(t.TryGet(p, out IpRecord r), Is.True);
+        Assert.That(r.Size, Is.EqualTo(64));
+        Assert.That(r.TimeNs, Is.GreaterThan(entry.Stamp), "the new block is younger than the free");
+
+        // A record at p newer than the stamp is someone else's: replaced, and asked about.
+        t.Insert(Rec(p, 80));
+        var stale = new IpFreeEntry { Address = p, Stamp = entry.Stamp };
+        Assert.That(t.RemoveStampedThenInsert(&stale, 1, Rec(p, 96), &old, &kind), Is.True);
+        Assert.That(old.Size, Is.EqualTo(80));
+        Assert.That(kind, Is.EqualTo(ReplacedKind.Stale), "no batch holds its removal (no shim here)");
+    }
 }
