@@ -111,7 +111,7 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
     cell->kind = kind;
     cell->reason = reason;
     cell->thread_index = ip_tls.thread_index;
-    cell->nframes = kind == IP_EV_FREE ? 0 : capture_frames(cell->frames, pc, fp);
+    cell->nframes = kind == IP_EV_FREE || kind == IP_EV_FREE_STAMPED ? 0 : capture_frames(cell->frames, pc, fp);
     __atomic_store_n(&cell->seq, (pos + 1) - (pos & IP_LOG_MASK), __ATOMIC_RELEASE);
     /* Half full: ask the drainer to replay (a no-op post when it is already busy). */
     if (IP_UNLIKELY(pos - atomic_load_explicit(&s_dequeue_pos, memory_order_relaxed) == IP_LOG_CAPACITY / 2))

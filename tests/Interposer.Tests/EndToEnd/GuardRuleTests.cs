@@ -139,6 +139,31 @@ public sealed class GuardRuleTests
         });
     }
 
+    /// <summary>Rule 5 with 300 threads: past 256 registered threads an insert that replaces a
+    /// record does not walk every batch to ask whether that removal is pending; it counts it as
+    /// unchecked. The count must stay exact all the same.</summary>
+    [Test]
+    public void Rule5_ThreeHundredThreads_CountStaysExact_ReplacementsUnchecked()
+    {
+        using var dir = new TempDir("rule5-300");
+        string dumpPath = dir.File("dump.txt");
+        var env = new Dictionary<string, string> { ["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1" };
+        RunResult r = Programs.Run(E2E.Build("address_reuse.c"), Programs.Quote(dumpPath) + " 300", preload: true,
+                                   env: env, timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(r, "address_reuse 300");
+        E2E.AssertNoLibraryMessages(r, "address_reuse 300");
+        long[] delta = E2E.Numbers(r.Stdout, @"^delta (-?\d+) expected (\d+) dump (-?\d+)$");
+        LiveDumpFile dump = LiveDumpFile.Read(dumpPath);
+        Assert.Multiple(() =>
+        {
+            Assert.That(delta[1], Is.EqualTo(300 * 50));
+            Assert.That(delta[2], Is.EqualTo(0), "dump_live failed");
+            Assert.That(delta[0], Is.EqualTo(delta[1]), "live_blocks() drifted under address reuse");
+            Assert.That(dump.Statistic("stale records replaced"), Is.EqualTo(0), dump.StatisticsLine);
+            Assert.That(dump.StatisticsLine, Does.Contain("records replaced unchecked"), "the scenario needs cross-thread reuse past 256 threads");
+        });
+    }
+
     /// <summary>SIGPIPE rule — the runtime sets SIGPIPE to SIG_IGN; the shim restores the host's
     /// disposition. Without it `yes | head -1` exits 1 (EPIPE) instead of dying of SIGPIPE (141),
     /// and a program sees "ignored" where its parent left "default". An inherited SIG_IGN must

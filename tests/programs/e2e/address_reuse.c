@@ -5,7 +5,10 @@
    record were removed after the real free, another thread could insert its record for the same
    address first and then lose it to the late removal: the count drifts and the table sees
    "stale records replaced".
-     address_reuse DUMP
+     address_reuse DUMP [THREADS]
+   THREADS (default 8, at most MAX_THREADS) share 1,600,000 iterations. With batched frees the
+   removal comes after the real free, stamped; past 256 threads an insert that replaces a record
+   no longer asks the batches whether its removal is pending ("records replaced unchecked").
    Prints "delta X expected Y" (each thread keeps KEEP blocks at the end) and writes the dump. */
 #include <pthread.h>
 #include <stdint.h>
@@ -13,11 +16,12 @@
 #include <stdlib.h>
 #include "../interposer_test.h"
 
-enum { THREADS = 8, ITERATIONS = 200000, KEEP = 50, RING = 8 };
+enum { MAX_THREADS = 512, TOTAL_ITERATIONS = 1600000, KEEP = 50, RING = 8 };
+static int THREADS = 8, ITERATIONS = TOTAL_ITERATIONS / 8;
 static pthread_barrier_t s_ready, s_go, s_done, s_measured;
-static void *volatile s_kept[THREADS][KEEP];
+static void *volatile s_kept[MAX_THREADS][KEEP];
 /* blocks handed from thread to thread, so frees happen on a thread other than the allocating one */
-static void *volatile s_mailbox[THREADS];
+static void *volatile s_mailbox[MAX_THREADS];
 
 static void *hammer(void *arg)
 {
@@ -46,13 +50,17 @@ static void *hammer(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { fprintf(stderr, "usage: address_reuse DUMP\n"); return 2; }
+    if (argc < 2) { fprintf(stderr, "usage: address_reuse DUMP [THREADS]\n"); return 2; }
+    if (argc > 2)
+        THREADS = atoi(argv[2]);
+    if (THREADS < 2 || THREADS > MAX_THREADS) { fprintf(stderr, "THREADS: 2..%d\n", MAX_THREADS); return 2; }
+    ITERATIONS = TOTAL_ITERATIONS / THREADS;
     setvbuf(stdout, NULL, _IONBF, 0);
     pthread_barrier_init(&s_ready, NULL, THREADS + 1);
     pthread_barrier_init(&s_go, NULL, THREADS + 1);
     pthread_barrier_init(&s_done, NULL, THREADS + 1);
     pthread_barrier_init(&s_measured, NULL, THREADS + 1);
-    pthread_t th[THREADS];
+    pthread_t th[MAX_THREADS];
     for (int i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, hammer, (void *)(uintptr_t)i);
     pthread_barrier_wait(&s_ready);
