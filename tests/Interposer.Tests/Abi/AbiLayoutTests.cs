@@ -412,7 +412,7 @@ public unsafe class AbiLayoutTests
         Assert.That((long)Interposer.Recording.AllocationTable.ShardHeaderSize, Is.EqualTo(layout.Consts["IP_SHARD_STRIDE"]), "IP_SHARD_STRIDE");
         Assert.That((long)Interposer.Recording.AllocationTable.ShardLastTimeOffset, Is.EqualTo(layout.Consts["IP_SHARD_TIME_OFFSET"]), "IP_SHARD_TIME_OFFSET");
         Assert.That((long)Interposer.Native.Abi.ShardRegionShift, Is.EqualTo(layout.Consts["IP_SHARD_REGION_SHIFT"]), "IP_SHARD_REGION_SHIFT");
-        Assert.That(Interposer.Recording.AllocationTable.ShardBits, Is.EqualTo(6), "abi_layout.c samples ip_shard_of with 6 bits");
+        Assert.That(Interposer.Recording.AllocationTable.ShardBits, Is.EqualTo(8), "abi_layout.c samples ip_shard_of with 8 bits");
         var samples = layout.Consts.Where(kv => kv.Key.StartsWith("IP_SHARD_OF_", StringComparison.Ordinal)).ToList();
         Assert.That(samples, Has.Count.EqualTo(5));
         foreach (var (name, shard) in samples)

@@ -205,14 +205,15 @@ public unsafe class AllocationTableTests
     }
 
     // ---- probe runs that wrap around the end of a shard ------------------------------------------
-    // These replicate AllocationTable's hash (Fibonacci hash of address >> 4; the top 6 bits pick
-    // the shard, the next 10 the home slot of a fresh 1024-slot shard) to build runs of colliding
-    // addresses that cross the end of the slot array, where backward-shift deletion needs its
-    // cyclic range test. Should the hash change, the tests still check correctness, less sharply.
+    // These replicate AllocationTable's layout (the shard from the address's 4 MiB region, the
+    // home slot of a fresh 1024-slot shard from the bits below the top ShardBits of the Fibonacci
+    // hash of address >> 4) to build runs of colliding addresses that cross the end of the slot
+    // array, where backward-shift deletion needs its cyclic range test. (Addresses below 4 MiB
+    // all fall in shard 0.)
 
     private static ulong Hash(ulong address) => (address >> 4) * 0x9E3779B97F4A7C15UL;
-    private static int ShardOf(ulong address) => (int)(Hash(address) >> 58);
-    private static int HomeOf(ulong address) => (int)((Hash(address) << 6) >> 54);
+    private static int ShardOf(ulong address) => AllocationTable.ShardOfAddress(address);
+    private static int HomeOf(ulong address) => (int)((Hash(address) << AllocationTable.ShardBits) >> 54);
 
     /// <summary>Addresses in shard 0 whose home slot is one of homes, count of each.</summary>
     private static List<ulong> Colliding(int[] homes, int each)

@@ -195,9 +195,9 @@ int main(void)
     CONST(IP_SHARD_STRIDE);
     CONST(IP_SHARD_TIME_OFFSET);
     CONST(IP_SHARD_REGION_SHIFT);
-    /* The shim's shard choice, on sample addresses (the core's AllocationTable.ShardOfAddress must agree). */
+    /* The shim's shard choice, on sample addresses, with the core's 8 shard bits (AllocationTable.ShardOfAddress must agree). */
     static const uint64_t samples[] = {0x10, 0x5597cc4a2ba0ull, 0x7fe7e0000b70ull, 0x7fe7e0400000ull, 0xffffffffffff0ull};
     for (unsigned i = 0; i < sizeof samples / sizeof samples[0]; i++)
-        printf("const IP_SHARD_OF_%llx %u\n", (unsigned long long)samples[i], ip_shard_of(samples[i], 6));
+        printf("const IP_SHARD_OF_%llx %u\n", (unsigned long long)samples[i], ip_shard_of(samples[i], 8));
     return 0;
 }
