@@ -99,24 +99,45 @@ static int read_batch(const ip_thread *t, ip_free_entry *out, int max)
     return -1;
 }
 
-/* Walks the published threads with s_scanning raised, so none of them unmaps its TLS meanwhile. */
-int32_t ip_pending_frees_copy(ip_free_entry *out, int32_t max)
+/* Calls visit with each published thread's batch (a seqlock read), with s_scanning raised so none
+   of them unmaps its TLS meanwhile; stops at, and returns, visit's first non-zero answer. */
+static int visit_batches(uint32_t end, int (*visit)(const ip_free_entry *, int, void *), void *ctx)
 {
-    int32_t total = 0;
     ip_free_entry one[IP_FREE_BATCH];
+    int answer = 0;
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
         if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
             continue;
         int n = read_batch(t, one, IP_FREE_BATCH);
-        for (int k = 0; k < n; k++, total++)
-            if (total < max)
-                out[total] = one[k];
+        if (n > 0 && (answer = visit(one, n, ctx)) != 0)
+            break;
     }
     __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    return total;
+    return answer;
+}
+
+typedef struct copy_ctx {
+    ip_free_entry *out;
+    int32_t max;
+    int32_t total;
+} copy_ctx;
+
+static int copy_batch(const ip_free_entry *e, int n, void *ctx)
+{
+    copy_ctx *c = (copy_ctx *)ctx;
+    for (int k = 0; k < n; k++, c->total++)
+        if (c->total < c->max)
+            c->out[c->total] = e[k];
+    return 0;
+}
+
+int32_t ip_pending_frees_copy(ip_free_entry *out, int32_t max)
+{
+    copy_ctx c = {out, max, 0};
+    visit_batches(__atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE), copy_batch, &c);
+    return c.total;
 }
 
 /* In a fork child, before any thread is created: the threads that did not follow leave their
@@ -141,25 +162,27 @@ void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_e
    before that thread applied the removal). Past IP_COVERS_MAX_THREADS registered threads the
    walk would cost too much for a malloc: the answer is then "unknown" (-1). */
 #define IP_COVERS_MAX_THREADS 256
+typedef struct covers_ctx {
+    uint64_t address;
+    uint64_t time_ns;
+} covers_ctx;
+
+static int batch_covers(const ip_free_entry *e, int n, void *ctx)
+{
+    const covers_ctx *c = (const covers_ctx *)ctx;
+    for (int k = 0; k < n; k++)
+        if (e[k].address == c->address && e[k].stamp >= c->time_ns)
+            return 1;
+    return 0;
+}
+
 int32_t ip_pending_free_covers(uint64_t address, uint64_t time_ns)
 {
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
     if (end > IP_COVERS_MAX_THREADS)
         return -1;
-    ip_free_entry one[IP_FREE_BATCH];
-    int32_t found = 0;
-    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    for (uint32_t i = 1; i < end && !found; i++) {
-        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
-            continue;
-        int n = read_batch(t, one, IP_FREE_BATCH);
-        for (int k = 0; k < n; k++)
-            if (one[k].address == address && one[k].stamp >= time_ns)
-                found = 1;
-    }
-    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    return found;
+    covers_ctx c = {address, time_ns};
+    return visit_batches(end, batch_covers, &c);
 }
 
 void ip_hook_protect(ip_thread *t)

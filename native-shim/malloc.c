@@ -36,6 +36,14 @@ static const uint8_t *s_shards;
 static const uint64_t *s_applied;       /* the core's count of applied deferred entries */
 static const uint64_t *s_enqueued;      /* the deferred log's count of reserved entries */
 
+/* The owner's side of the batch's seqlock (interposer_abi.h): once the core has applied the
+   entries, bump gen (readers of the old entries retry), then empty it. The only place that does. */
+static inline __attribute__((always_inline)) void batch_applied(ip_thread *t)
+{
+    __atomic_store_n(&t->frees.gen, t->frees.gen + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->frees.count, 0, __ATOMIC_RELEASE);
+}
+
 /* Outcome of routing one event. */
 enum ip_route { IP_ROUTE_NONE = 0, IP_ROUTE_DIRECT = 1 };
 
@@ -113,6 +121,8 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
     };
     ip_hook_enter(t);
     g_ip_core.on_alloc(&ev);
+    if (ev.frees != NULL && ev.frees->count != 0)
+        batch_applied(t); /* the core applied them before its insert; still inside the guard */
     ip_hook_leave(t);
     errno = saved_errno;
 }
@@ -186,9 +196,7 @@ void ip_frees_flush(ip_thread *t)
     ip_hook_enter(t);
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE)
         g_ip_core.on_free_batch(t->frees.entry, (int32_t)t->frees.count);
-    /* Still inside the guard: no stop parks this thread between the core call and the reset. */
-    __atomic_store_n(&t->frees.gen, t->frees.gen + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&t->frees.count, 0, __ATOMIC_RELEASE);
+    batch_applied(t); /* still inside the guard: no stop parks this thread before the reset */
     ip_hook_leave(t);
     errno = saved_errno;
 }

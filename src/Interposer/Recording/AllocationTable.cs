@@ -99,28 +99,10 @@ internal sealed unsafe class AllocationTable
     /// case: a thread's blocks sit in its arena's shard).</summary>
     public bool RemoveStampedThenInsert(IpFreeEntry* entries, int count, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
     {
-        Shard* held = null;
-        ulong ownStamp = 0;  // a pending removal of the very address being inserted (tcache reuse)
-        for (int i = 0; i < count; i++)
-        {
-            ulong address = entries[i].Address;
-            if (address == 0)
-                continue;
-            if (address == record.Address)
-            {
-                ownStamp = entries[i].Stamp; // the insert overwrites that record in place
-                continue;
-            }
-            Shard* shard = &_shards[ShardOf(address)];
-            if (shard != held)
-            {
-                if (held != null)
-                    SpinLockWord.Exit(ref held->Lock);
-                SpinLockWord.Enter(ref shard->Lock);
-                held = shard;
-            }
-            RemoveLocked(shard, Hash(address), address, entries[i].Stamp, null);
-        }
+        // A pending removal of the very address being inserted (tcache reuse) is not applied:
+        // the insert overwrites that record in place (ownStamp).
+        int removed = 0;
+        Shard* held = RemoveStampedHolding(entries, count, record.Address, out ulong ownStamp, ref removed);
         Shard* target = &_shards[ShardOf(record.Address)];
         if (target != held)
         {
@@ -238,23 +220,40 @@ internal sealed unsafe class AllocationTable
     public int RemoveStamped(IpFreeEntry* entries, int count)
     {
         int removed = 0;
-        int i = 0;
-        while (i < count)
-        {
-            int s = ShardOf(entries[i].Address);
-            Shard* shard = &_shards[s];
-            SpinLockWord.Enter(ref shard->Lock);
-            do
-            {
-                ulong address = entries[i].Address;
-                if (address != 0 && RemoveLocked(shard, Hash(address), address, entries[i].Stamp, null))
-                    removed++;
-                i++;
-            }
-            while (i < count && ShardOf(entries[i].Address) == s);
-            SpinLockWord.Exit(ref shard->Lock);
-        }
+        Shard* held = RemoveStampedHolding(entries, count, 0, out _, ref removed);
+        if (held != null)
+            SpinLockWord.Exit(ref held->Lock);
         return removed;
+    }
+
+    // The removals of count entries, one shard lock at a time; returns with the last shard used
+    // still locked (null if none). An entry for `keep` is skipped, its stamp returned in keepStamp.
+    private Shard* RemoveStampedHolding(IpFreeEntry* entries, int count, ulong keep, out ulong keepStamp, ref int removed)
+    {
+        Shard* held = null;
+        keepStamp = 0;
+        for (int i = 0; i < count; i++)
+        {
+            ulong address = entries[i].Address;
+            if (address == 0)
+                continue;
+            if (address == keep)
+            {
+                keepStamp = entries[i].Stamp;
+                continue;
+            }
+            Shard* shard = &_shards[ShardOf(address)];
+            if (shard != held)
+            {
+                if (held != null)
+                    SpinLockWord.Exit(ref held->Lock);
+                SpinLockWord.Enter(ref shard->Lock);
+                held = shard;
+            }
+            if (RemoveLocked(shard, Hash(address), address, entries[i].Stamp, null))
+                removed++;
+        }
+        return held;
     }
 
     // Removes address's record if its TimeNs is at most maxTime (ulong.MaxValue: unconditionally).

@@ -139,39 +139,24 @@ internal static unsafe class Recorder
 
     // The malloc path: this thread's pending removals (BATCHED FREES in interposer_abi.h) first,
     // in the same call and under the same shard lock when they share it, then the insert. The
-    // batch is emptied here, inside the hook: no stop parks the thread in between.
+    // core only reads the batch: the shim empties it when this call returns (still in the hook).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void InsertAfterPending(in IpRecord record, IpFreeBatch* frees)
     {
-        uint pending = frees != null ? frees->Count : 0;
+        uint pending = frees != null ? Math.Min(frees->Count, (uint)Abi.FreeBatch) : 0;
         if (pending == 0 || ScanAreas.Count != 0)
         {
             if (pending != 0)
-                ApplyOwnBatch(frees);
+                OnFreeBatch((IpFreeEntry*)frees->Entry, (int)pending);
             Insert(record);
             return;
         }
         IpRecord old;
         ReplacedKind kind;
-        bool wasThere = s_table.RemoveStampedThenInsert((IpFreeEntry*)frees->Entry, (int)Math.Min(pending, (uint)Abi.FreeBatch), record, &old, &kind);
-        EmptyBatch(frees);
-        if (wasThere)
+        if (s_table.RemoveStampedThenInsert((IpFreeEntry*)frees->Entry, (int)pending, record, &old, &kind))
             Replaced(&old, kind);
         else if (s_table.Failed)
             Disable("cannot grow the allocation table (out of memory)");
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void EmptyBatch(IpFreeBatch* frees)
-    {
-        Volatile.Write(ref frees->Gen, frees->Gen + 1); // seqlock: readers of the old entries retry
-        Volatile.Write(ref frees->Count, 0u);
-    }
-
-    private static void ApplyOwnBatch(IpFreeBatch* frees)
-    {
-        OnFreeBatch((IpFreeEntry*)frees->Entry, (int)Math.Min(frees->Count, (uint)Abi.FreeBatch));
-        EmptyBatch(frees);
     }
 
     // An insert found a record at its address: that block is gone, and its scan areas with it.
