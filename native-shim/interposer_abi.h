@@ -117,24 +117,26 @@ typedef struct ip_region {
 
 /*
  * A thread's previous stack walk, kept in the shim's TLS and owned by the core's unwinder, which
- * reuses its outer levels when they are provably unchanged. Zero-initialised = empty.
+ * reuses its outer levels when they are provably unchanged. Zero-initialised = empty. Level k of
+ * the walk is at index base + k of the five level arrays, which are twice the deepest walk so a
+ * new walk can reuse the old one's outer levels without moving them (LAYOUT in WalkCache.cs).
  */
 typedef struct ip_walk_cache {
     int32_t count;      /* levels stored */
     int32_t complete;   /* 1: the walk ended by itself, not at a limit */
     uint32_t stack_id;  /* depot id of the frames last returned from it; 0 = unknown */
     uint32_t uses_rbp;  /* bit k: step k's CFA is computed from rbp */
-    uint64_t pc[IP_WALK_LEVELS];
-    uint64_t sp[IP_WALK_LEVELS];
-    uint64_t bp[IP_WALK_LEVELS];
-    uint64_t ra_slot[IP_WALK_LEVELS];
-    uint64_t bp_slot[IP_WALK_LEVELS];
+    uint64_t pc[2 * IP_WALK_LEVELS];
+    uint64_t sp[2 * IP_WALK_LEVELS];
+    uint64_t bp[2 * IP_WALK_LEVELS];
+    uint64_t ra_slot[2 * IP_WALK_LEVELS];
+    uint64_t bp_slot[2 * IP_WALK_LEVELS];
     /* The check of a whole hit at level 0, flattened (built lazily from the arrays above; see
        WalkCache.cs): the walk is unchanged iff *check_addr[i] == check_val[i] for every i. */
     int32_t check_valid;  /* 0: the arrays changed since the check was built */
     int32_t check_count;
     int32_t bp0_needed;   /* level 0's rbp is consumed by a later step: it must match too */
-    int32_t check_reserved;
+    int32_t base;         /* index of level 0 in pc, sp, bp, ra_slot and bp_slot */
     uint64_t check_addr[2 * IP_WALK_LEVELS];
     uint64_t check_val[2 * IP_WALK_LEVELS];
 } ip_walk_cache;

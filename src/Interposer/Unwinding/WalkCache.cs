@@ -19,6 +19,12 @@
 // rbp only matters if a later step consumes it (a CFA computed from rbp) before a step reloads it
 // from a saved slot; BpNeeded checks exactly that, so unequal rbp is accepted when it is dead.
 //
+// LAYOUT. Level k of the stored walk sits at index Base + k of each array, in arrays twice the
+// deepest walk: a splice that keeps cached levels j.. and puts `level` new inner levels in front
+// only writes those new levels (at Base + j - level) and moves Base; the kept suffix stays where
+// it is. (Shifting the suffix in five arrays on every partial hit was ~15% of sqlite3's run under
+// the library, perf.) Only when a side runs out of room is the walk moved back to the middle.
+//
 // SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored, and the cache
 // lives in that thread's TLS (zeroed for every new thread), so the stack they point into is still
 // mapped and they are reloaded without a new bounds check. A hook never runs nested on its thread
@@ -33,21 +39,22 @@ namespace Interposer.Unwinding;
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct IpWalkCache
 {
-    public const int Levels = 32;
+    public const int Levels = 32;        // the deepest walk stored
+    public const int Capacity = 2 * Levels; // array length: room to grow inwards and outwards
 
     public int Count;                 // levels stored
     public int Complete;              // 1: the stored walk ended by itself, not at a limit
     public uint StackId;              // depot id of the last frames returned; 0 = unknown
     public uint UsesRbp;              // bit k: step k computed its CFA from rbp
-    public fixed ulong Pc[Levels];    // level k: the return address (frames[k])
-    public fixed ulong Sp[Levels];    //          the CFA of the frame below (caller's sp)
-    public fixed ulong Bp[Levels];    //          the caller's rbp
-    public fixed ulong RaSlot[Levels];// step k -> k+1: where Pc[k+1] was loaded from
-    public fixed ulong BpSlot[Levels];// step k -> k+1: where Bp[k+1] was loaded from; 0 = carried
+    public fixed ulong Pc[Capacity];    // level k, at index Base + k: the return address (frames[k])
+    public fixed ulong Sp[Capacity];    //          the CFA of the frame below (caller's sp)
+    public fixed ulong Bp[Capacity];    //          the caller's rbp
+    public fixed ulong RaSlot[Capacity];// step k -> k+1: where Pc[k+1] was loaded from
+    public fixed ulong BpSlot[Capacity];// step k -> k+1: where Bp[k+1] was loaded from; 0 = carried
     public int CheckValid;            // the flattened whole-hit check below matches the arrays
     public int CheckCount;
     public int Bp0Needed;             // level 0's rbp is consumed by a later step
-    public int CheckReserved;
+    public int Base;                  // index of level 0 in the arrays above
     public fixed ulong CheckAddr[2 * Levels]; // the words SuffixStillValid(c, 0, Count) loads...
     public fixed ulong CheckVal[2 * Levels];  // ...and the values they must hold
 }
@@ -63,7 +70,7 @@ internal static unsafe class FastUnwinderCached
         sameAsLast = false;
         if (c == null || maxFrames > IpWalkCache.Levels)
             return FastUnwinder.Unwind(pc, sp, bp, stackLo, stackHi, frames, maxFrames);
-        if (c->Count > 0 && c->Pc[0] == pc && c->Sp[0] == sp && c->StackId != 0 && pc != 0 &&
+        if (c->Count > 0 && c->Pc[c->Base] == pc && c->Sp[c->Base] == sp && c->StackId != 0 && pc != 0 &&
             frames != null && maxFrames > 0 && WholeHit(c, bp))
         {
             int whole = c->Count < maxFrames ? c->Count : maxFrames;
@@ -71,7 +78,7 @@ internal static unsafe class FastUnwinderCached
             {
                 // Exactly Splice's outcome for level 0 = cached level 0, without the walk.
                 frames[0] = pc;
-                c->Bp[0] = bp;
+                c->Bp[c->Base] = bp;
                 sameAsLast = true;
                 return whole;
             }
@@ -87,6 +94,7 @@ internal static unsafe class FastUnwinderCached
         ulong* lPc = stackalloc ulong[L], lSp = stackalloc ulong[L], lBp = stackalloc ulong[L];
         ulong* lRa = stackalloc ulong[L], lBs = stackalloc ulong[L];
         int prevCount = c->Count;
+        ulong* cPc = c->Pc + c->Base, cSp = c->Sp + c->Base, cBp = c->Bp + c->Base;
         int j = 0;
         int level = 0;
         ulong usesRbp = 0;                 // bit k: this walk's step k used rbp
@@ -97,10 +105,10 @@ internal static unsafe class FastUnwinderCached
             lPc[level] = curPc;
             lSp[level] = curSp;
             lBp[level] = curBp;
-            while (j < prevCount && c->Sp[j] < curSp)
+            while (j < prevCount && cSp[j] < curSp)
                 j++;
-            if (j < prevCount && c->Sp[j] == curSp && c->Pc[j] == curPc &&
-                (c->Bp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
+            if (j < prevCount && cSp[j] == curSp && cPc[j] == curPc &&
+                (cBp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
                 SuffixStillValid(c, j, prevCount))
                 return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord, out sameAsLast);
             if (level + 1 >= maxFrames)
@@ -124,7 +132,8 @@ internal static unsafe class FastUnwinderCached
 
         // No reusable suffix: this walk replaces the cache.
         int n = level + 1;
-        CopyLevels(c, 0, lPc, lSp, lBp, lRa, lBs, n);
+        c->Base = (IpWalkCache.Capacity - n) / 2; // room on both sides
+        CopyLevels(c, c->Base, lPc, lSp, lBp, lRa, lBs, n);
         c->Count = n;
         c->Complete = complete ? 1 : 0;
         c->StackId = 0;
@@ -144,7 +153,7 @@ internal static unsafe class FastUnwinderCached
     {
         if (c->CheckValid == 0)
             BuildCheck(c);
-        if (c->Bp[0] != bp && c->Bp0Needed != 0)
+        if (c->Bp[c->Base] != bp && c->Bp0Needed != 0)
             return false;
         // Pointer walks, unrolled by 4 (BuildCheck pads the list to a multiple of 4): no index
         // arithmetic, no tail loop.
@@ -166,14 +175,15 @@ internal static unsafe class FastUnwinderCached
         int count = c->Count;
         bool raOnly = c->UsesRbp == 0 && c->Complete != 0; // SuffixStillValid's first branch at j = 0
         int k = 0;
+        ulong* pc = c->Pc + c->Base, bp = c->Bp + c->Base, ra = c->RaSlot + c->Base, bs = c->BpSlot + c->Base;
         for (int i = 0; i + 1 < count; i++)
         {
-            c->CheckAddr[k] = c->RaSlot[i];
-            c->CheckVal[k++] = c->Pc[i + 1];
-            if (!raOnly && c->BpSlot[i] != 0)
+            c->CheckAddr[k] = ra[i];
+            c->CheckVal[k++] = pc[i + 1];
+            if (!raOnly && bs[i] != 0)
             {
-                c->CheckAddr[k] = c->BpSlot[i];
-                c->CheckVal[k++] = c->Bp[i + 1];
+                c->CheckAddr[k] = bs[i];
+                c->CheckVal[k++] = bp[i + 1];
             }
         }
         // Pad to a multiple of 4 by repeating the first pair (checking it twice changes nothing).
@@ -192,18 +202,19 @@ internal static unsafe class FastUnwinderCached
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool BpNeeded(IpWalkCache* c, int j, int count)
     {
+        ulong* bs = c->BpSlot + c->Base;
         for (int k = j; k + 1 < count; k++)
         {
             if ((c->UsesRbp & (1u << k)) != 0)
                 return true;
-            if (c->BpSlot[k] != 0)
+            if (bs[k] != 0)
                 return false;
         }
         return c->Complete == 0;
     }
 
-    // This walk's level `level` is the cached level j, and the cached levels j.. are valid: shift
-    // them to start at `level`, put this walk's own levels 0..level-1 in front, emit the frames.
+    // This walk's level `level` is the cached level j, and the cached levels j.. are valid: keep
+    // them where they are, put this walk's own levels 0..level-1 in front (LAYOUT), emit the frames.
     private static int Splice(IpWalkCache* c, int level, int j, ulong* lPc, ulong* lSp, ulong* lBp,
                               ulong* lRa, ulong* lBs, ulong usesRbp, ulong* frames, int maxFrames, ulong* table,
                               ulong stackLo, ulong lastWord, out bool sameAsLast)
@@ -212,22 +223,22 @@ internal static unsafe class FastUnwinderCached
         int newCount = level + (prevCount - j);
         bool clamped = newCount > IpWalkCache.Levels;
         if (clamped)
-            newCount = IpWalkCache.Levels;
+            newCount = IpWalkCache.Levels; // the outermost levels drop off the end
         bool unchanged = level == 0 && j == 0;
-        if (level != j)
+        int newBase = c->Base + j - level;
+        if (newBase < 0)
         {
-            long bytes = (long)(newCount - level) * sizeof(ulong);
-            Buffer.MemoryCopy(c->Pc + j, c->Pc + level, bytes, bytes);   // memmove: ranges overlap
-            Buffer.MemoryCopy(c->Sp + j, c->Sp + level, bytes, bytes);
-            Buffer.MemoryCopy(c->Bp + j, c->Bp + level, bytes, bytes);
-            Buffer.MemoryCopy(c->RaSlot + j, c->RaSlot + level, bytes, bytes);
-            Buffer.MemoryCopy(c->BpSlot + j, c->BpSlot + level, bytes, bytes);
+            // No room below the kept levels: move them up, to the middle.
+            int to = (IpWalkCache.Capacity - newCount) / 2 + level;
+            MoveLevels(c, c->Base + j, to, newCount - level);
+            newBase = to - level;
         }
+        c->Base = newBase;
         if (level > 0)
-            CopyLevels(c, 0, lPc, lSp, lBp, lRa, lBs, level);
+            CopyLevels(c, newBase, lPc, lSp, lBp, lRa, lBs, level);
         // This level's rbp may differ from the cached one when it is dead (BpNeeded); store the
         // real value so the cache describes this walk.
-        c->Bp[level] = lBp[level];
+        c->Bp[newBase + level] = lBp[level];
         ulong low = level == 0 ? 0 : usesRbp & ((1UL << level) - 1);
         c->UsesRbp = (uint)(low | (((ulong)c->UsesRbp >> j) << level));
         c->Count = newCount;
@@ -242,8 +253,9 @@ internal static unsafe class FastUnwinderCached
             sameAsLast = true;
             return count;
         }
+        ulong* pc = c->Pc + newBase;
         for (int k = level + 1; k < count; k++)
-            frames[k] = c->Pc[k];
+            frames[k] = pc[k];
         if (count < maxFrames && c->Complete == 0 && newCount < IpWalkCache.Levels)
         {
             count = Extend(c, frames, count, maxFrames, table, stackLo, lastWord);
@@ -259,8 +271,16 @@ internal static unsafe class FastUnwinderCached
     private static int Extend(IpWalkCache* c, ulong* frames, int count, int maxFrames, ulong* table,
                               ulong stackLo, ulong lastWord)
     {
+        if (c->Base + IpWalkCache.Levels > IpWalkCache.Capacity)
+        {
+            // Not enough room above for the deepest walk: move the levels down.
+            int to = IpWalkCache.Capacity - IpWalkCache.Levels;
+            MoveLevels(c, c->Base, to, c->Count);
+            c->Base = to;
+        }
+        int b = c->Base;
         int last = c->Count - 1;
-        ulong pc = c->Pc[last], sp = c->Sp[last], bp = c->Bp[last];
+        ulong pc = c->Pc[b + last], sp = c->Sp[b + last], bp = c->Bp[b + last];
         while (count < maxFrames && last + 1 < IpWalkCache.Levels)
         {
             uint rule = table != null ? RuleCache.Lookup(table, pc) : 0;
@@ -271,30 +291,45 @@ internal static unsafe class FastUnwinderCached
                 c->Complete = 1;
                 break;
             }
-            c->RaSlot[last] = ra;
-            c->BpSlot[last] = bs;
+            c->RaSlot[b + last] = ra;
+            c->BpSlot[b + last] = bs;
             if ((rule & UnwindRule.CfaFromRbp) != 0)
                 c->UsesRbp |= 1u << last;
             else
                 c->UsesRbp &= ~(1u << last);
             last++;
-            c->Pc[last] = pc;
-            c->Sp[last] = sp;
-            c->Bp[last] = bp;
+            c->Pc[b + last] = pc;
+            c->Sp[b + last] = sp;
+            c->Bp[b + last] = bp;
             frames[count++] = pc;
         }
         c->Count = last + 1;
         return count;
     }
 
+    // n walked levels (usually one or two) into the arrays at index `at`: plain stores, no memmove
+    // call (perf: the calls were a third of a splice).
     private static void CopyLevels(IpWalkCache* c, int at, ulong* pc, ulong* sp, ulong* bp, ulong* ra, ulong* bs, int n)
     {
-        uint bytes = (uint)(n * sizeof(ulong));
-        Unsafe.CopyBlockUnaligned(c->Pc + at, pc, bytes);
-        Unsafe.CopyBlockUnaligned(c->Sp + at, sp, bytes);
-        Unsafe.CopyBlockUnaligned(c->Bp + at, bp, bytes);
-        Unsafe.CopyBlockUnaligned(c->RaSlot + at, ra, bytes);
-        Unsafe.CopyBlockUnaligned(c->BpSlot + at, bs, bytes);
+        for (int k = 0; k < n; k++)
+        {
+            c->Pc[at + k] = pc[k];
+            c->Sp[at + k] = sp[k];
+            c->Bp[at + k] = bp[k];
+            c->RaSlot[at + k] = ra[k];
+            c->BpSlot[at + k] = bs[k];
+        }
+    }
+
+    // The rare re-centring (LAYOUT): n levels from index `from` to index `to`; the ranges may overlap.
+    private static void MoveLevels(IpWalkCache* c, int from, int to, int n)
+    {
+        long bytes = (long)n * sizeof(ulong);
+        Buffer.MemoryCopy(c->Pc + from, c->Pc + to, bytes, bytes);
+        Buffer.MemoryCopy(c->Sp + from, c->Sp + to, bytes, bytes);
+        Buffer.MemoryCopy(c->Bp + from, c->Bp + to, bytes, bytes);
+        Buffer.MemoryCopy(c->RaSlot + from, c->RaSlot + to, bytes, bytes);
+        Buffer.MemoryCopy(c->BpSlot + from, c->BpSlot + to, bytes, bytes);
     }
 
     // Every stored slot was inside this thread's stack when it was loaded, and the cache lives in
@@ -305,9 +340,10 @@ internal static unsafe class FastUnwinderCached
     private static bool SuffixStillValid(IpWalkCache* c, int j, int prevCount)
     {
         ulong diff = 0;
-        ulong* ra = c->RaSlot + j;
-        ulong* end = c->RaSlot + (prevCount - 1);
-        ulong* nextPc = c->Pc + (j + 1);
+        int b = c->Base;
+        ulong* ra = c->RaSlot + b + j;
+        ulong* end = c->RaSlot + b + (prevCount - 1);
+        ulong* nextPc = c->Pc + b + (j + 1);
         if ((c->UsesRbp >> j) == 0 && c->Complete != 0)
         {
             // No remaining step computes a CFA from rbp and nothing will extend the walk: the
@@ -318,8 +354,8 @@ internal static unsafe class FastUnwinderCached
                 diff |= *(ulong*)*ra ^ *nextPc;
             return diff == 0;
         }
-        ulong* bs = c->BpSlot + j;
-        ulong* nextBp = c->Bp + (j + 1);
+        ulong* bs = c->BpSlot + b + j;
+        ulong* nextBp = c->Bp + b + (j + 1);
         for (; ra < end; ra++, nextPc++, bs++, nextBp++)
         {
             diff |= *(ulong*)*ra ^ *nextPc;

@@ -68,4 +68,36 @@ public class WalkCacheEndToEndTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    // Random chains, 0..45 levels deep (past the cache's 32): every stack the reusing walker
+    // records equals libunwind's, at the cache's depth limit, the default and a tiny one.
+    [TestCase(32)]
+    [TestCase(16)]
+    [TestCase(3)]
+    public void RandomDepthChains_MatchFreshWalks(int maxFrames)
+    {
+        string program = Programs.Build("walkcache/random_depth.c");
+        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
+            RunResult fast = Programs.Run(program, "", preload: true, options: $"unwinder=fast:max_frames={maxFrames}", env: env);
+            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
+            RunResult reference = Programs.Run(program, "", preload: true, options: $"unwinder=libunwind:max_frames={maxFrames}", env: env);
+            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
+            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+
+            List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
+            List<string> want = LeafStacks(Path.Combine(dir, "reference.txt"));
+            Assert.That(got, Has.Count.EqualTo(600), "every allocation of the program is listed");
+            Assert.That(got.Max(s => s.Split(" < ").Length), Is.EqualTo(maxFrames), "the deepest chains reach the limit");
+            Assert.That(got.Distinct().Count(), Is.GreaterThan(maxFrames == 3 ? 4 : 100), "the chains really differ");
+            Assert.That(got, Is.EqualTo(want));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

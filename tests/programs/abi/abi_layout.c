@@ -88,7 +88,7 @@ int main(void)
     FIELD(ip_walk_cache, check_valid);
     FIELD(ip_walk_cache, check_count);
     FIELD(ip_walk_cache, bp0_needed);
-    FIELD(ip_walk_cache, check_reserved);
+    FIELD(ip_walk_cache, base);
     FIELD(ip_walk_cache, check_addr);
     FIELD(ip_walk_cache, check_val);
 
