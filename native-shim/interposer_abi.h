@@ -18,10 +18,12 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 3
+#define IP_ABI_VERSION 4
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
+/* Bytes of a thread's walk memo (ip_walk_cache.memo), mmap'ed by the core, unmapped by the shim. */
+#define IP_WALK_MEMO_BYTES 16384
 
 /* Frames kept per deferred-log entry (captured in C with a bounded frame-pointer walk). */
 #define IP_DEFERRED_FRAMES 8
@@ -139,6 +141,13 @@ typedef struct ip_walk_cache {
     int32_t base;         /* index of level 0 in pc, sp, bp, ra_slot and bp_slot */
     uint64_t check_addr[2 * IP_WALK_LEVELS];
     uint64_t check_val[2 * IP_WALK_LEVELS];
+    /* THE MEMO (WalkCache.cs): the thread's recent whole walks, each with its checks and depot
+       id, so a call site that recurs after others is a whole hit too. NULL until the thread has
+       walked `walks` times without a hit; then IP_WALK_MEMO_BYTES from mmap, which the shim
+       unmaps when the thread exits. */
+    void *memo;
+    int32_t walks;        /* walks that were no whole hit, before the memo exists */
+    int32_t memo_reserved;
 } ip_walk_cache;
 
 /*

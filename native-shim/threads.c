@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +45,11 @@ static void mark_exiting(void *unused)
             ip_frees_flush_deferred(&ip_tls);
         ip_tls.state = IP_T_EXITING;
         ip_threads_unpublish(&ip_tls); /* its TLS may be unmapped soon: the window opener must not look */
+        /* No more walks on this thread (an exiting thread's events go to the deferred log). */
+        void *memo = ip_tls.walk_cache.memo;
+        ip_tls.walk_cache.memo = NULL;
+        if (memo != NULL)
+            munmap(memo, IP_WALK_MEMO_BYTES);
     }
 }
 

@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 3;
+    public const uint AbiVersion = 4;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -16,6 +16,7 @@ internal static class Abi
     public const int ShardRegionShift = 22;
     public const ulong ShardHash = 0x9E3779B97F4A7C15UL;
     public const int WalkLevels = Unwinding.IpWalkCache.Levels;
+    public const int WalkMemoBytes = Unwinding.WalkMemo.Bytes;
 }
 
 internal enum EventKind : ushort

@@ -23,12 +23,12 @@ internal static unsafe class Backtrace
         _ => UnwinderKind.Fast,
     };
 
-    /// <summary>sameAsLast: the frames equal this thread's previous capture (fast unwinder only),
-    /// so ev->WalkCache->StackId, when set, is already their depot id.</summary>
+    /// <summary>knownId: non-zero when the frames are a walk this thread remembers (fast unwinder
+    /// only), whose depot id it is; then frames holds only frames[0].</summary>
     public static int Capture(UnwinderKind kind, IpAllocEvent* ev, ulong* frames, int max,
-                              delegate* unmanaged<void**, int, int> unwBacktrace, out bool sameAsLast)
+                              delegate* unmanaged<void**, int, int> unwBacktrace, out uint knownId)
     {
-        sameAsLast = false;
+        knownId = 0;
         if (ev->Pc == 0)
             return 0;
         switch (kind)
@@ -38,7 +38,7 @@ internal static unsafe class Backtrace
             case UnwinderKind.FramePointer:
                 return FramePointerWalk(ev->Pc, ev->Bp, ev->StackLo, ev->StackHi, frames, max);
             default:
-                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache, out sameAsLast);
+                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache, out knownId);
         }
     }
 

@@ -75,20 +75,15 @@ internal static unsafe class Recorder
     {
         ReplayIfPending();
         ulong* frames = stackalloc ulong[Backtrace.MaxFramesLimit];
-        bool sameAsLast = false;
+        uint stackId = 0;                          // known: a call chain this thread remembers
         int n = ev->Frames != null
             ? Copy(ev->Frames, ev->NFrames, frames)
-            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out sameAsLast);
-        uint stackId;
-        if (sameAsLast && ev->WalkCache->StackId != 0)
-        {
-            stackId = ev->WalkCache->StackId;      // the same call chain as this thread's last malloc
-        }
-        else
+            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId);
+        if (stackId == 0)
         {
             stackId = s_depot.Intern(frames, n);
-            if (ev->WalkCache != null)
-                ev->WalkCache->StackId = stackId;
+            if (ev->Frames == null && s_unwinder == UnwinderKind.Fast)
+                Unwinding.FastUnwinderCached.Learned(ev->WalkCache, ev->Pc, ev->Sp, stackId, n, s_maxFrames);
         }
         IpRecord record;
         record.Address = ev->Address;

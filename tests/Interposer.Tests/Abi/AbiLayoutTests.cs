@@ -127,6 +127,9 @@ public unsafe class AbiLayoutTests
             ["BpSlot"] = (byte*)w.BpSlot - b,
             ["CheckAddr"] = (byte*)w.CheckAddr - b,
             ["CheckVal"] = (byte*)w.CheckVal - b,
+            ["Memo"] = (byte*)&w.Memo - b,
+            ["Walks"] = (byte*)&w.Walks - b,
+            ["MemoReserved"] = (byte*)&w.MemoReserved - b,
         };
     }
 
@@ -396,6 +399,7 @@ public unsafe class AbiLayoutTests
         Assert.That((long)Interposer.Native.Abi.AbiVersion, Is.EqualTo(layout.Consts["IP_ABI_VERSION"]), "IP_ABI_VERSION");
         Assert.That((long)Interposer.Native.Abi.DeferredFrames, Is.EqualTo(layout.Consts["IP_DEFERRED_FRAMES"]), "IP_DEFERRED_FRAMES");
         Assert.That((long)Interposer.Native.Abi.WalkLevels, Is.EqualTo(layout.Consts["IP_WALK_LEVELS"]), "IP_WALK_LEVELS");
+        Assert.That((long)Interposer.Native.Abi.WalkMemoBytes, Is.EqualTo(layout.Consts["IP_WALK_MEMO_BYTES"]), "IP_WALK_MEMO_BYTES");
         IpDeferredEntry d = default;
         long framesBytes = sizeof(IpDeferredEntry) - ((byte*)d.Frames - (byte*)&d);
         Assert.That(framesBytes, Is.EqualTo(8L * layout.Consts["IP_DEFERRED_FRAMES"]), "IpDeferredEntry.Frames length");

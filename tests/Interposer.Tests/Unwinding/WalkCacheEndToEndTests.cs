@@ -12,7 +12,7 @@ namespace Interposer.Tests.Unwinding;
 
 public class WalkCacheEndToEndTests
 {
-    private static List<string> LeafStacks(string dumpPath)
+    private static List<string> LeafStacks(string dumpPath, string leaf = "leaf_alloc")
     {
         var stacks = new List<string>();
         List<string>? current = null;
@@ -29,7 +29,7 @@ public class WalkCacheEndToEndTests
                 current.Add(m.Groups[1].Value);
         }
         if (current != null) stacks.Add(string.Join(" < ", current));
-        return stacks.Where(s => s.StartsWith("leaf_alloc", System.StringComparison.Ordinal)).OrderBy(s => s).ToList();
+        return stacks.Where(s => s.StartsWith(leaf, System.StringComparison.Ordinal)).OrderBy(s => s).ToList();
     }
 
     [TestCase("fast")]
@@ -93,6 +93,37 @@ public class WalkCacheEndToEndTests
             Assert.That(got, Has.Count.EqualTo(600), "every allocation of the program is listed");
             Assert.That(got.Max(s => s.Split(" < ").Length), Is.EqualTo(maxFrames), "the deepest chains reach the limit");
             Assert.That(got.Distinct().Count(), Is.GreaterThan(maxFrames == 3 ? 4 : 100), "the chains really differ");
+            Assert.That(got, Is.EqualTo(want));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    // Two chains through one call site at one stack pointer, told apart only by rbp: the reuse
+    // of the previous walk and the memo must both check it (libunwind is the reference).
+    [Test]
+    public void SameStackPointerOtherFramePointer_IsToldApart()
+    {
+        string program = Programs.Build("walkcache/same_sp_other_rbp.c");
+        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        try
+        {
+            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
+            RunResult fast = Programs.Run(program, "", preload: true, options: "unwinder=fast", env: env);
+            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
+            RunResult reference = Programs.Run(program, "", preload: true, options: "unwinder=libunwind", env: env);
+            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
+            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+
+            List<string> Stacks(string file) => LeafStacks(Path.Combine(dir, file), "inner");
+            List<string> got = Stacks("fast.txt");
+            List<string> want = Stacks("reference.txt");
+            Assert.That(got, Has.Count.EqualTo(8), "every allocation from inner is listed");
+            Assert.That(got.Count(s => s.Contains(" < padded+")), Is.EqualTo(4), "chain A");
+            Assert.That(got.Count(s => s.Contains(" < direct+")), Is.EqualTo(4), "chain B");
             Assert.That(got, Is.EqualTo(want));
         }
         finally

@@ -91,6 +91,9 @@ int main(void)
     FIELD(ip_walk_cache, base);
     FIELD(ip_walk_cache, check_addr);
     FIELD(ip_walk_cache, check_val);
+    FIELD(ip_walk_cache, memo);
+    FIELD(ip_walk_cache, walks);
+    FIELD(ip_walk_cache, memo_reserved);
 
     STRUCT(ip_core_config);
     FIELD(ip_core_config, enabled);
@@ -191,6 +194,7 @@ int main(void)
     CONST(IP_ABI_VERSION);
     CONST(IP_DEFERRED_FRAMES);
     CONST(IP_WALK_LEVELS);
+    CONST(IP_WALK_MEMO_BYTES);
     CONST(IP_FREE_BATCH);
     CONST(IP_SHARD_STRIDE);
     CONST(IP_SHARD_TIME_OFFSET);
