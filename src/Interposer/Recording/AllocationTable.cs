@@ -47,14 +47,19 @@ internal sealed unsafe class AllocationTable
     public AllocationTable()
     {
         _shards = (Shard*)Interop.Libc.MapAnonymous((nuint)(sizeof(Shard) * ShardCount));
-        if (_shards == null)
+        // Every shard's first slots from one mapping: one mmap at start-up instead of 256 (each
+        // process that loads the library pays for them; the pages are only touched when used).
+        // A shard's part is a whole number of pages, so GrowLocked can unmap it on its own.
+        nuint initialBytes = (nuint)sizeof(IpRecord) << InitialCapacityBits;
+        if ((initialBytes & 4095) != 0)
+            throw new System.InvalidOperationException("a shard's initial slots must be whole pages");
+        byte* initial = (byte*)Interop.Libc.MapAnonymous(initialBytes * ShardCount);
+        if (_shards == null || initial == null)
             throw new System.OutOfMemoryException("cannot map the allocation table");
         for (int i = 0; i < ShardCount; i++)
         {
             _shards[i].CapacityBits = InitialCapacityBits;
-            _shards[i].Slots = AllocateSlots(InitialCapacityBits);
-            if (_shards[i].Slots == null)
-                throw new System.OutOfMemoryException("cannot map the allocation table");
+            _shards[i].Slots = (IpRecord*)(initial + initialBytes * (nuint)i);
         }
     }
 
