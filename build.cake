@@ -4,7 +4,8 @@
 //   Test   build, run every test; the output ends with "N passed, N failed"
 //   Trust  build, run the host-safety suite (issue 4) and print its figures; --soak for 30 min loads
 //   Bench  build, run the allocation benchmark against glibc and liblsan, then the leak-scan
-//          benchmark against liblsan's leak check, then the report (symbolization) benchmark
+//          benchmark against liblsan's leak check, the report (symbolization) benchmark and
+//          real programs (sqlite3, python3) under glibc, Interposer and liblsan
 #load "build/context.cake"
 #load "build/native.cake"
 
@@ -145,6 +146,7 @@ Task("Bench")
     Native.Run(Context, "bash", $"scripts/bench.sh {ctx.LibDir.FullPath}", ctx.Root);
     Native.Run(Context, "bash", $"scripts/bench_scan.sh {ctx.LibDir.FullPath}", ctx.Root);
     Native.Run(Context, "bash", $"scripts/bench_report.sh {ctx.LibDir.FullPath}", ctx.Root);
+    Native.Run(Context, "bash", $"scripts/bench_real.sh {ctx.LibDir.FullPath}", ctx.Root);
 });
 
 // Runs the NUnit project (filter may be null), with env for the test processes; the summary line
