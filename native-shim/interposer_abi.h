@@ -143,11 +143,11 @@ typedef struct ip_walk_cache {
     uint64_t check_val[2 * IP_WALK_LEVELS];
     /* THE MEMO (WalkCache.cs): the thread's recent whole walks, each with its checks and depot
        id, so a call site that recurs after others is a whole hit too. NULL until the thread has
-       walked `walks` times without a hit; then IP_WALK_MEMO_BYTES from mmap, which the shim
-       unmaps when the thread exits. */
+       walked WalkMemo.After times without a hit; then IP_WALK_MEMO_BYTES from mmap, which the
+       shim unmaps when the thread exits. */
     void *memo;
-    int32_t walks;        /* walks that were no whole hit, before the memo exists */
-    int32_t memo_reserved;
+    int32_t walks;        /* before the memo: walks that were no whole hit; then its score */
+    int32_t memo_off;     /* > 0: the memo rests for this many more walks */
 } ip_walk_cache;
 
 /*

@@ -34,9 +34,10 @@
 // it, and every word the steps loaded still holding its value; the steps are limited to the
 // frames returned. Built after the depot id is known (Learned), looked up after the arrays'
 // whole hit. The memo is mmap'ed only once the thread has walked WalkMemo.After times without a
-// whole hit, and the shim unmaps it when the thread exits. Measured (a counting build): sqlite3,
-// 200k inserts: 4.37M mallocs, 99.9% memo hits, 2.6k walks; python3 with threads, json and
-// sqlite3: 98.6% hits (the arrays alone: 0.1% and 0.5% whole hits).
+// whole hit, and the shim unmaps it when the thread exits; it rests while its hits do not pay for
+// its lookups and entries (WalkMemo's score). Measured (a counting build): sqlite3, 200k inserts:
+// 4.37M mallocs, 99.9% memo hits, 2.6k walks; python3 with threads, json and sqlite3: 98.6% hits
+// (the arrays alone: 0.1% and 0.5% whole hits).
 //
 // SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored, and the cache
 // lives in that thread's TLS (zeroed for every new thread), so the stack they point into is still
@@ -71,8 +72,9 @@ internal unsafe struct IpWalkCache
     public fixed ulong CheckAddr[2 * Levels]; // the words SuffixStillValid(c, 0, Count) loads...
     public fixed ulong CheckVal[2 * Levels];  // ...and the values they must hold
     public WalkMemo* Memo;            // THE MEMO; null until Walks reaches WalkMemo.After
-    public int Walks;                 // walks without a whole hit, before the memo exists
-    public int MemoReserved;
+    public int Walks;                 // before the memo: walks without a whole hit (-1: never);
+                                      // then the memo's score (hits earn, misses spend)
+    public int MemoOff;               // > 0: the memo is resting for this many more walks
 }
 
 /// <summary>One remembered final walk (THE MEMO in the file header). 512 bytes.</summary>
@@ -101,6 +103,15 @@ internal unsafe struct WalkMemo
     public const int SetBits = 3;
     public const int Entries = Ways << SetBits;
     public const int After = 64;      // walks without a whole hit before a thread gets a memo
+    // The memo pays off only when call chains recur. A memo hit earns HitCredit (up to MaxScore),
+    // a walk it could not spare costs 1; at 0 the memo rests for Rest walks (no lookups, no
+    // entries), then gets a trial with TrialScore. Recurrence below ~1 in 5 walks thus turns it
+    // off: 1000 call paths in rotation (scripts/bench/live.c) missed every time and paid ~15% per
+    // malloc for the lookups and the entries.
+    public const int HitCredit = 4;
+    public const int MaxScore = 256;
+    public const int TrialScore = 32;
+    public const int Rest = 1024;
 
     /// <summary>The first way of (pc, sp)'s set.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -132,7 +143,7 @@ internal static unsafe class FastUnwinderCached
                 return whole;
             }
         }
-        if (c->Memo != null && pc != 0 && frames != null && maxFrames > 0)
+        if (c->Memo != null && c->MemoOff == 0 && pc != 0 && frames != null && maxFrames > 0)
         {
             WalkMemoEntry* m = WalkMemo.Set(c->Memo, pc, sp);
             for (int w = 0; w < WalkMemo.Ways; w++, m++)
@@ -142,6 +153,8 @@ internal static unsafe class FastUnwinderCached
                 {
                     frames[0] = pc;
                     knownId = m->StackId;
+                    if (c->Walks < WalkMemo.MaxScore)
+                        c->Walks += WalkMemo.HitCredit;
                     return m->Count;
                 }
             }
@@ -401,6 +414,18 @@ internal static unsafe class FastUnwinderCached
                 c->Walks = -1; // no memory: never again on this thread
                 return;
             }
+            c->Walks = WalkMemo.TrialScore;
+        }
+        else if (c->MemoOff > 0)
+        {
+            if (--c->MemoOff == 0)
+                c->Walks = WalkMemo.TrialScore; // rested: try again
+            return;
+        }
+        else if (--c->Walks <= 0)
+        {
+            c->MemoOff = WalkMemo.Rest; // this thread's chains do not recur enough
+            return;
         }
         Remember(c, Victim(WalkMemo.Set(c->Memo, pc, sp)), stackId, count);
     }

@@ -129,7 +129,7 @@ public unsafe class AbiLayoutTests
             ["CheckVal"] = (byte*)w.CheckVal - b,
             ["Memo"] = (byte*)&w.Memo - b,
             ["Walks"] = (byte*)&w.Walks - b,
-            ["MemoReserved"] = (byte*)&w.MemoReserved - b,
+            ["MemoOff"] = (byte*)&w.MemoOff - b,
         };
     }
 

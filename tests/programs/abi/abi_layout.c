@@ -93,7 +93,7 @@ int main(void)
     FIELD(ip_walk_cache, check_val);
     FIELD(ip_walk_cache, memo);
     FIELD(ip_walk_cache, walks);
-    FIELD(ip_walk_cache, memo_reserved);
+    FIELD(ip_walk_cache, memo_off);
 
     STRUCT(ip_core_config);
     FIELD(ip_core_config, enabled);
