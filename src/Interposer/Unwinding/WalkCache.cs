@@ -65,7 +65,9 @@ internal unsafe struct IpWalkCache
     public fixed ulong Bp[Capacity];    //          the caller's rbp
     public fixed ulong RaSlot[Capacity];// step k -> k+1: where Pc[k+1] was loaded from
     public fixed ulong BpSlot[Capacity];// step k -> k+1: where Bp[k+1] was loaded from; 0 = carried
-    public int CheckValid;            // the flattened whole-hit check below matches the arrays
+    public int CheckValid;            // 1: the flattened whole-hit check below matches the arrays;
+                                      // 2: it does not, but the last walk reused the whole cached
+                                      // one, so build it on the next call; 0: skip the fast path
     public int CheckCount;
     public int Bp0Needed;             // level 0's rbp is consumed by a later step
     public int Base;                  // index of level 0 in the arrays above
@@ -130,8 +132,8 @@ internal static unsafe class FastUnwinderCached
         knownId = 0;
         if (c == null || maxFrames > IpWalkCache.Levels)
             return FastUnwinder.Unwind(pc, sp, bp, stackLo, stackHi, frames, maxFrames);
-        if (c->Count > 0 && c->Pc[c->Base] == pc && c->Sp[c->Base] == sp && c->StackId != 0 && pc != 0 &&
-            frames != null && maxFrames > 0 && WholeHit(c, bp))
+        if (c->CheckValid != 0 && c->Count > 0 && c->Pc[c->Base] == pc && c->Sp[c->Base] == sp &&
+            c->StackId != 0 && pc != 0 && frames != null && maxFrames > 0 && WholeHit(c, bp))
         {
             int whole = c->Count < maxFrames ? c->Count : maxFrames;
             if (whole >= maxFrames || c->Complete != 0)
@@ -159,6 +161,7 @@ internal static unsafe class FastUnwinderCached
                 }
             }
         }
+        int checkBefore = c->CheckValid;
         c->CheckValid = 0; // the general path may change the arrays
         if (!FastUnwinder.Begin(pc, stackLo, stackHi, frames, maxFrames, out int early, out ulong lastWord))
             return early;
@@ -186,7 +189,8 @@ internal static unsafe class FastUnwinderCached
             if (j < prevCount && cSp[j] == curSp && cPc[j] == curPc &&
                 (cBp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
                 SuffixStillValid(c, j, prevCount))
-                return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord, out knownId);
+                return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord,
+                              checkBefore, out knownId);
             if (level + 1 >= maxFrames)
                 break;
             uint rule = table != null ? RuleCache.Lookup(table, curPc) : 0;
@@ -224,10 +228,12 @@ internal static unsafe class FastUnwinderCached
     // pairs and a flag, so the hit is one branch-free pass of independent loads (perf: the
     // per-level loop with its slot-kind branch was ~20% of a malloc+free pair at 15 frames).
     // The list is exactly the loads SuffixStillValid makes from level 0, so the outcome is the same.
+    // It is only tried once a walk has reused the whole cached one (CheckValid): where the chain
+    // changes from call to call, building a list for a check that fails was pure cost.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool WholeHit(IpWalkCache* c, ulong bp)
     {
-        if (c->CheckValid == 0)
+        if (c->CheckValid != 1)
             BuildCheck(c);
         if (c->Bp[c->Base] != bp && c->Bp0Needed != 0)
             return false;
@@ -297,7 +303,7 @@ internal static unsafe class FastUnwinderCached
     // them where they are, put this walk's own levels 0..level-1 in front (LAYOUT), emit the frames.
     private static int Splice(IpWalkCache* c, int level, int j, ulong* lPc, ulong* lSp, ulong* lBp,
                               ulong* lRa, ulong* lBs, ulong usesRbp, ulong* frames, int maxFrames, ulong* table,
-                              ulong stackLo, ulong lastWord, out uint knownId)
+                              ulong stackLo, ulong lastWord, int checkBefore, out uint knownId)
     {
         int prevCount = c->Count;
         int newCount = level + (prevCount - j);
@@ -331,6 +337,7 @@ internal static unsafe class FastUnwinderCached
             // The same frames as this thread's last call, whose depot id we have: the frames
             // buffer is not needed (Recorder reads it only when the id is unknown).
             knownId = c->StackId;
+            c->CheckValid = checkBefore == 1 ? 1 : 2; // the arrays did not change (see CheckValid)
             return count;
         }
         ulong* pc = c->Pc + newBase;
@@ -344,6 +351,8 @@ internal static unsafe class FastUnwinderCached
         knownId = unchanged ? c->StackId : 0;
         if (!unchanged)
             c->StackId = 0;
+        else
+            c->CheckValid = checkBefore == 1 ? 1 : 2; // the arrays did not change (see CheckValid)
         return count;
     }
 
