@@ -118,8 +118,9 @@ typedef struct ip_region {
 } ip_region;
 
 /*
- * A thread's previous stack walk, kept in the shim's TLS and owned by the core's unwinder, which
- * reuses its outer levels when they are provably unchanged. Zero-initialised = empty. Level k of
+ * A thread's previous stack walk, in a page the shim maps for the thread (ip_thread.walk_cache),
+ * owned by the core's unwinder, which reuses its outer levels when they are provably unchanged.
+ * Zero-initialised = empty. Level k of
  * the walk is at index base + k of the five level arrays, which are twice the deepest walk so a
  * new walk can reuse the old one's outer levels without moving them (LAYOUT in WalkCache.cs).
  */

@@ -111,7 +111,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
         .stack_lo = t->stack_lo,
         .stack_hi = t->stack_hi,
         .frames = NULL,
-        .walk_cache = &t->walk_cache,
+        .walk_cache = t->walk_cache,
         .frees = s_batch ? &t->frees : NULL,
         .tid = t->tid,
         .thread_index = t->thread_index,

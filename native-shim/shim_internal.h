@@ -44,7 +44,10 @@ typedef struct ip_thread {
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
     ip_free_batch frees; /* frees whose record removals are pending (interposer_abi.h) */
-    ip_walk_cache walk_cache; /* the core's reuse of this thread's previous backtrace */
+    ip_walk_cache *walk_cache; /* the core's reuse of this thread's previous backtraces: a zeroed
+                                  mapping made when the thread registers, unmapped when it exits
+                                  (NULL: none; the core then walks without reuse). Not in TLS:
+                                  it is ~3.6 KB, and static TLS comes out of every thread's stack */
 } ip_thread;
 
 extern __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));

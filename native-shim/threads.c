@@ -46,10 +46,13 @@ static void mark_exiting(void *unused)
         ip_tls.state = IP_T_EXITING;
         ip_threads_unpublish(&ip_tls); /* its TLS may be unmapped soon: the window opener must not look */
         /* No more walks on this thread (an exiting thread's events go to the deferred log). */
-        void *memo = ip_tls.walk_cache.memo;
-        ip_tls.walk_cache.memo = NULL;
-        if (memo != NULL)
-            munmap(memo, IP_WALK_MEMO_BYTES);
+        ip_walk_cache *walk = ip_tls.walk_cache;
+        ip_tls.walk_cache = NULL;
+        if (walk != NULL) {
+            if (walk->memo != NULL)
+                munmap(walk->memo, IP_WALK_MEMO_BYTES);
+            munmap(walk, sizeof *walk);
+        }
     }
 }
 
@@ -87,6 +90,9 @@ void ip_thread_register(void)
     __asm__("mov %%fs:0, %0" : "=r"(tcb));
     int32_t index = g_ip_core.on_thread_start(t->tid, name, t->stack_lo, t->stack_hi, tcb);
     if (index >= 0) {
+        /* Under the guard: the mapping is ours, not a program region (regions.c). */
+        void *walk = mmap(NULL, sizeof(ip_walk_cache), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        t->walk_cache = walk != MAP_FAILED ? (ip_walk_cache *)walk : NULL;
         t->thread_index = (uint32_t)index;
         ip_threads_publish(t, (uint32_t)index);
         /* The runtime attached this thread during the call above; register after it. */

@@ -2,8 +2,8 @@
 //
 // Why: a program allocates from a handful of places inside a long-lived call chain; walking the
 // same 12 outer frames again costs a dependent chain of ~6 ns per frame (RuleCache lookup ->
-// stack load -> next pc). Instead, each thread keeps its last walk (ip_walk_cache, in the shim's
-// initial-exec TLS) and a new walk stops at the first level whose (pc, sp, bp) equals a level of
+// stack load -> next pc). Instead, each thread keeps its last walk (ip_walk_cache, in a page the
+// shim maps for the thread) and a new walk stops at the first level whose (pc, sp, bp) equals a level of
 // the last walk, then checks that the rest is still valid and copies it.
 //
 // WHY IT IS EXACT. A step is a pure function of (pc, sp, bp) and of the stack words it loads (the
@@ -40,8 +40,9 @@
 // (the arrays alone: 0.1% and 0.5% whole hits).
 //
 // SAFETY. Slot addresses were inside this thread's [stackLo, stackHi) when stored, and the cache
-// lives in that thread's TLS (zeroed for every new thread), so the stack they point into is still
-// mapped and they are reloaded without a new bounds check. A hook never runs nested on its thread
+// belongs to that thread alone (a zeroed page the shim maps when the thread registers and unmaps
+// when it exits), so the stack they point into is still mapped and they are reloaded without a
+// new bounds check. A hook never runs nested on its thread
 // (the guard), so no walk interrupts another on the same cache.
 using System;
 using System.Runtime.CompilerServices;
@@ -521,8 +522,8 @@ internal static unsafe class FastUnwinderCached
         Buffer.MemoryCopy(c->BpSlot + from, c->BpSlot + to, bytes, bytes);
     }
 
-    // Every stored slot was inside this thread's stack when it was loaded, and the cache lives in
-    // this thread's TLS (zeroed for a new thread), so the slots need no new bounds check. The
+    // Every stored slot was inside this thread's stack when it was loaded, and the cache is this
+    // thread's alone (see SAFETY), so the slots need no new bounds check. The
     // loads are independent: accumulate differences and branch once (perf: the per-level
     // branches were 40% of this function).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

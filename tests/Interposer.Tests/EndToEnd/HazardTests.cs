@@ -26,6 +26,30 @@ public sealed class HazardTests
         return preloaded;
     }
 
+    // Threads with PTHREAD_STACK_MIN stacks that use 7000 of their 16384 bytes, then allocate.
+    // glibc carves static TLS out of each thread's stack: with the walk cache in the shim's TLS
+    // (3.9 KB of it) these threads died with SIGSEGV from 5000 bytes up; without the library they
+    // run to 8000. The blocks they keep must be recorded, allocated by small_thread.
+    [Test]
+    public void SmallStackThreads_KeepTheStackTheyHadWithoutTheLibrary()
+    {
+        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "smallstack-" + System.Guid.NewGuid().ToString("N"));
+        System.IO.Directory.CreateDirectory(dir);
+        try
+        {
+            string dump = System.IO.Path.Combine(dir, "dump.txt");
+            RunResult r = RunHazard(E2E.Build("small_stack.c"), "7000 4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
+            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack 16384, used 7000"));
+            string text = System.IO.File.ReadAllText(dump);
+            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] small_thread\+").Count, Is.GreaterThanOrEqualTo(4),
+                        "the kept blocks are recorded with their allocating function");
+        }
+        finally
+        {
+            System.IO.Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Test]
     public void HundredsOfShortLivedThreads_MallocAndFree()
     {
