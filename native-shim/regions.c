@@ -163,6 +163,23 @@ int32_t ip_regions_copy(ip_region *out, int32_t max)
     return n;
 }
 
+/* Our own anonymous memory (the per-thread walk cache): the real calls, never a program region,
+   so no region bookkeeping or s_lock on the way (thread exit unmaps with guard 0). */
+void *ip_own_map(size_t len)
+{
+    if (IP_UNLIKELY(s_real_mmap == NULL))
+        ip_regions_resolve();
+    void *p = s_real_mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void ip_own_unmap(void *p, size_t len)
+{
+    if (IP_UNLIKELY(s_real_munmap == NULL))
+        ip_regions_resolve();
+    s_real_munmap(p, len);
+}
+
 IP_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
     if (IP_UNLIKELY(s_real_mmap == NULL))

@@ -127,6 +127,10 @@ IP_HIDDEN int32_t ip_deferred_pop(ip_deferred_entry *out);
 IP_HIDDEN const uint64_t *ip_deferred_enqueued_counter(void);
 extern uint64_t g_ip_deferred_dropped;
 
+/* regions.c: our own anonymous memory, outside the program's region table */
+IP_HIDDEN void *ip_own_map(size_t len);
+IP_HIDDEN void ip_own_unmap(void *p, size_t len);
+
 /* threads.c */
 IP_HIDDEN void ip_thread_register(void);
 IP_HIDDEN void ip_threads_init(void);

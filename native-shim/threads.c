@@ -16,7 +16,6 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,8 +49,8 @@ static void mark_exiting(void *unused)
         ip_tls.walk_cache = NULL;
         if (walk != NULL) {
             if (walk->memo != NULL)
-                munmap(walk->memo, IP_WALK_MEMO_BYTES);
-            munmap(walk, sizeof *walk);
+                ip_own_unmap(walk->memo, IP_WALK_MEMO_BYTES);
+            ip_own_unmap(walk, sizeof *walk);
         }
     }
 }
@@ -90,9 +89,7 @@ void ip_thread_register(void)
     __asm__("mov %%fs:0, %0" : "=r"(tcb));
     int32_t index = g_ip_core.on_thread_start(t->tid, name, t->stack_lo, t->stack_hi, tcb);
     if (index >= 0) {
-        /* Under the guard: the mapping is ours, not a program region (regions.c). */
-        void *walk = mmap(NULL, sizeof(ip_walk_cache), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        t->walk_cache = walk != MAP_FAILED ? (ip_walk_cache *)walk : NULL;
+        t->walk_cache = (ip_walk_cache *)ip_own_map(sizeof(ip_walk_cache));
         t->thread_index = (uint32_t)index;
         ip_threads_publish(t, (uint32_t)index);
         /* The runtime attached this thread during the call above; register after it. */

@@ -90,7 +90,8 @@ internal unsafe struct WalkMemoEntry
     public int Count;                 // frames returned
     public int PairCount;             // checks below (a multiple of 4)
     public int Bp0Needed;             // a step consumes level 0's rbp: Bp must match too
-    public fixed ulong Reserved[3];
+    public ulong Turn;                // way 0 only: the set's next way to replace
+    public fixed ulong Reserved[2];
     public fixed ulong Addr[MaxPairs];// *Addr[i] == Val[i] for every i: the walk is unchanged
     public fixed ulong Val[MaxPairs];
 }
@@ -188,7 +189,7 @@ internal static unsafe class FastUnwinderCached
             while (j < prevCount && cSp[j] < curSp)
                 j++;
             if (j < prevCount && cSp[j] == curSp && cPc[j] == curPc &&
-                (cBp[j] == curBp || !BpNeeded(c, j, prevCount)) &&
+                (cBp[j] == curBp || !BpNeeded(c, j, prevCount, c->Complete == 0)) &&
                 SuffixStillValid(c, j, prevCount))
                 return Splice(c, level, j, lPc, lSp, lBp, lRa, lBs, usesRbp, frames, maxFrames, table, stackLo, lastWord,
                               checkBefore, out knownId);
@@ -261,33 +262,45 @@ internal static unsafe class FastUnwinderCached
     {
         int count = c->Count;
         bool raOnly = c->UsesRbp == 0 && c->Complete != 0; // SuffixStillValid's first branch at j = 0
-        int k = 0;
-        ulong* pc = c->Pc + c->Base, bp = c->Bp + c->Base, ra = c->RaSlot + c->Base, bs = c->BpSlot + c->Base;
-        for (int i = 0; i + 1 < count; i++)
+        int k = Flatten(c, count - 1, raOnly, c->CheckAddr, c->CheckVal, 2 * IpWalkCache.Levels);
+        c->CheckCount = k;
+        c->Bp0Needed = BpNeeded(c, 0, count, c->Complete == 0) ? 1 : 0;
+        c->CheckValid = 1;
+    }
+
+    // The (word, value) pairs of steps 0..steps-1, as SuffixStillValid loads them from level 0:
+    // each step's return-address slot and, unless raOnly, its saved-rbp slot. Padded to a multiple
+    // of 4 by repeating the first pair (checking it twice changes nothing; no steps: no pairs).
+    // Returns the count, or -1 when more than max would be needed.
+    private static int Flatten(IpWalkCache* c, int steps, bool raOnly, ulong* addr, ulong* val, int max)
+    {
+        int b = c->Base;
+        ulong* pc = c->Pc + b, bp = c->Bp + b, ra = c->RaSlot + b, bs = c->BpSlot + b;
+        int n = 0;
+        for (int i = 0; i < steps; i++)
         {
-            c->CheckAddr[k] = ra[i];
-            c->CheckVal[k++] = pc[i + 1];
+            if (n + 2 > max)
+                return -1;
+            addr[n] = ra[i];
+            val[n++] = pc[i + 1];
             if (!raOnly && bs[i] != 0)
             {
-                c->CheckAddr[k] = bs[i];
-                c->CheckVal[k++] = bp[i + 1];
+                addr[n] = bs[i];
+                val[n++] = bp[i + 1];
             }
         }
-        // Pad to a multiple of 4 by repeating the first pair (checking it twice changes nothing).
-        while ((k & 3) != 0)
+        while ((n & 3) != 0)
         {
-            c->CheckAddr[k] = c->CheckAddr[0];
-            c->CheckVal[k++] = c->CheckVal[0];
+            addr[n] = addr[0];
+            val[n++] = val[0];
         }
-        c->CheckCount = k;
-        c->Bp0Needed = BpNeeded(c, 0, count) ? 1 : 0;
-        c->CheckValid = 1;
+        return n;
     }
 
     /// <summary>Whether cached level j's rbp is consumed by the cached steps j.. before a saved
     /// slot reloads it (or by a future extension of an incomplete walk).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static bool BpNeeded(IpWalkCache* c, int j, int count)
+    private static bool BpNeeded(IpWalkCache* c, int j, int count, bool extendable)
     {
         ulong* bs = c->BpSlot + c->Base;
         for (int k = j; k + 1 < count; k++)
@@ -297,7 +310,7 @@ internal static unsafe class FastUnwinderCached
             if (bs[k] != 0)
                 return false;
         }
-        return c->Complete == 0;
+        return extendable;
     }
 
     // This walk's level `level` is the cached level j, and the cached levels j.. are valid: keep
@@ -448,7 +461,7 @@ internal static unsafe class FastUnwinderCached
         for (int w = 0; w < WalkMemo.Ways; w++)
             if (set[w].StackId == 0)
                 return set + w;
-        return set + (int)(set->Reserved[0]++ % WalkMemo.Ways);
+        return set + (int)(set->Turn++ % WalkMemo.Ways);
     }
 
     // The memo entry for the arrays' walk, cut to its first `count` frames: the loads of steps
@@ -459,39 +472,17 @@ internal static unsafe class FastUnwinderCached
     private static void Remember(IpWalkCache* c, WalkMemoEntry* m, uint stackId, int count)
     {
         int b = c->Base;
-        ulong* pc = c->Pc + b, bp = c->Bp + b, ra = c->RaSlot + b, bs = c->BpSlot + b;
+        ulong* pc = c->Pc + b, bp = c->Bp + b;
         int steps = count - 1;
         uint stepMask = steps >= 32 ? uint.MaxValue : (1u << steps) - 1;
-        bool raOnly = (c->UsesRbp & stepMask) == 0;
-        bool bp0Needed = false;
-        for (int k = 0; k < steps; k++)
-        {
-            if ((c->UsesRbp & (1u << k)) != 0) { bp0Needed = true; break; }
-            if (bs[k] != 0) break;
-        }
         m->StackId = 0; // invalid while it is rewritten
-        int n = 0;
-        for (int k = 0; k < steps; k++)
-        {
-            if (n + 2 > WalkMemoEntry.MaxPairs)
-                return; // too many words to check: not remembered (MaxPairs is a multiple of 4)
-            m->Addr[n] = ra[k];
-            m->Val[n++] = pc[k + 1];
-            if (!raOnly && bs[k] != 0)
-            {
-                m->Addr[n] = bs[k];
-                m->Val[n++] = bp[k + 1];
-            }
-        }
-        while ((n & 3) != 0) // pad by repeating the first pair (a one-frame walk checks nothing)
-        {
-            m->Addr[n] = m->Addr[0];
-            m->Val[n++] = m->Val[0];
-        }
+        int n = Flatten(c, steps, (c->UsesRbp & stepMask) == 0, m->Addr, m->Val, WalkMemoEntry.MaxPairs);
+        if (n < 0)
+            return; // too many words to check: not remembered
         m->Pc = pc[0];
         m->Sp = c->Sp[b];
         m->Bp = bp[0];
-        m->Bp0Needed = bp0Needed ? 1 : 0;
+        m->Bp0Needed = BpNeeded(c, 0, count, extendable: false) ? 1 : 0;
         m->Count = count;
         m->PairCount = n;
         m->StackId = stackId;
