@@ -370,6 +370,7 @@ __attribute__((constructor)) static void ip_init(void)
     dl_iterate_phdr(find_loader, NULL);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     ip_tls.guard = 1;
+    ip_threads_learn_lock(); /* before any host thread can register (threads.c) */
     load_libunwind();
     int rc = load_core();
     ip_tls.guard = 0;

@@ -69,6 +69,13 @@ static uint16_t capture_frames(uint64_t *frames, uint64_t pc, uint64_t fp)
     return n;
 }
 
+/* Whether a push may start a drainer thread (a fork child has none): not from inside a hook or a
+   signal handler, the dynamic linker, or a thread holding its own pthread lock (threads.c). */
+static int may_spawn(uint32_t reason)
+{
+    return reason != IP_DEFER_NESTED && reason != IP_DEFER_LOADER && reason != IP_DEFER_UNREGISTERED;
+}
+
 int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t reason, uint64_t pc,
                      uint64_t fp)
 {
@@ -91,7 +98,7 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
                 break;
         } else if (dif < 0) {
             /* Full: wake the drainer and wait for room, for a bounded time. */
-            if (ip_drain_request(reason != IP_DEFER_NESTED && reason != IP_DEFER_LOADER) && waited < IP_LOG_FULL_WAIT_ROUNDS) {
+            if (ip_drain_request(may_spawn(reason)) && waited < IP_LOG_FULL_WAIT_ROUNDS) {
                 waited++;
                 sched_yield();
                 pos = atomic_load_explicit(&s_enqueue_pos, memory_order_relaxed);
@@ -115,7 +122,7 @@ int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t re
     __atomic_store_n(&cell->seq, (pos + 1) - (pos & IP_LOG_MASK), __ATOMIC_RELEASE);
     /* Half full: ask the drainer to replay (a no-op post when it is already busy). */
     if (IP_UNLIKELY(pos - atomic_load_explicit(&s_dequeue_pos, memory_order_relaxed) == IP_LOG_CAPACITY / 2))
-        ip_drain_request(reason != IP_DEFER_NESTED && reason != IP_DEFER_LOADER);
+        ip_drain_request(may_spawn(reason));
     return 0;
 }
 

@@ -64,12 +64,16 @@ static __attribute__((noinline)) int route_slow(uint16_t kind, uint64_t address,
             ip_deferred_push(kind, address, 0, IP_DEFER_NESTED, 0, 0);
         return IP_ROUTE_NONE;
     }
-    if (t->state == IP_T_INTERNAL)
+    if (t->state == IP_T_INTERNAL) {
+        ip_threads_learn_hook(t); /* start-up only: threads.c learns where a thread's lock is */
         return IP_ROUTE_NONE;
-    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY || ip_from_loader(pc)) {
+    }
+    int unregistrable = t->state == IP_T_NEW && !ip_thread_may_register(pc);
+    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY || ip_from_loader(pc) || unregistrable) {
         uint64_t caller_fp = fp ? ((const uint64_t *)fp)[0] : 0;
         uint32_t reason = t->state == IP_T_EXITING ? IP_DEFER_EXITING
                         : mode == IP_MODE_EARLY    ? IP_DEFER_EARLY
+                        : unregistrable            ? IP_DEFER_UNREGISTERED
                                                    : IP_DEFER_LOADER;
         ip_deferred_push(kind, address, size, reason, kind == IP_EV_FREE ? 0 : pc, caller_fp);
         return IP_ROUTE_NONE;

@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <link.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -55,9 +56,124 @@ static void mark_exiting(void *unused)
     }
 }
 
+/*
+ * NO REGISTRATION UNDER THE THREAD'S OWN LOCK. A host thread's first event registers it, and
+ * registering calls pthread_getattr_np on the thread (for its stack bounds), here and again in
+ * the runtime's thread attach. pthread_getattr_np takes the thread's own lock (struct pthread's
+ * `lock`) and reallocs and callocs while it holds it: a thread whose first allocation comes from
+ * in there (Rust's std, the JVM and Boehm GC query their own stack as a thread starts) would,
+ * registering, wait for itself for ever. So a new thread whose lock is held sends its event to
+ * the deferred log and registers at its next one, when the lock is free (ip_thread_may_register).
+ * Another thread holding it (pthread_getattr_np on this one) only delays the registration.
+ *
+ * The lock's place in struct pthread is glibc-internal, so it is learned at start-up
+ * (learn_lock): a thread of our own reads its struct pthread (pthread_self()) before, inside (from
+ * the hook of the realloc pthread_getattr_np makes under the lock) and after a call of
+ * pthread_getattr_np on itself. Exactly one 32-bit word must be 0 before, held (1 or 2, glibc's
+ * lll values) inside and 0 after. Else the place stays unknown, and no event whose caller is in
+ * libc registers a thread (everything that allocates under that lock is libc's): such a thread
+ * registers at its first allocation from the program's own code, and its earlier events carry
+ * the deferred log's frame-pointer backtraces.
+ */
+#define IP_PD_WORDS 576u /* 32-bit words of struct pthread compared (glibc 2.36's is 2304 bytes) */
+
+static int s_lock_known;                       /* 1: s_lock_word is the lock's index */
+static uint32_t s_lock_word;
+static struct { uint64_t lo, size; } s_libc_text; /* the fallback's code range; {0, 0}: none */
+static ip_thread *s_learner;                   /* the learning thread while it learns */
+static uint32_t s_inside[IP_PD_WORDS];         /* its struct pthread, seen from inside */
+static int s_inside_seen;
+
+void ip_threads_learn_hook(ip_thread *t)
+{
+    if (t == __atomic_load_n(&s_learner, __ATOMIC_ACQUIRE) && !s_inside_seen) {
+        memcpy(s_inside, (const void *)pthread_self(), sizeof s_inside);
+        s_inside_seen = 1;
+    }
+}
+
+static void *learn_lock_thread(void *unused)
+{
+    (void)unused;
+    static uint32_t before[IP_PD_WORDS], after[IP_PD_WORDS];
+    const void *pd = (const void *)pthread_self();
+    pthread_attr_t attr;
+    memcpy(before, pd, sizeof before);
+    __atomic_store_n(&s_learner, &ip_tls, __ATOMIC_RELEASE);
+    int rc = pthread_getattr_np(pthread_self(), &attr);
+    __atomic_store_n(&s_learner, NULL, __ATOMIC_RELEASE);
+    memcpy(after, pd, sizeof after);
+    if (rc != 0)
+        return NULL;
+    pthread_attr_destroy(&attr);
+    if (!s_inside_seen)
+        return NULL;
+    int found = 0;
+    uint32_t word = 0;
+    for (uint32_t i = 0; i < IP_PD_WORDS; i++)
+        if (before[i] == 0 && after[i] == 0 && (s_inside[i] == 1 || s_inside[i] == 2)) {
+            found++;
+            word = i;
+        }
+    if (found == 1) {
+        s_lock_word = word;
+        __atomic_store_n(&s_lock_known, 1, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+/* The executable segment of the object holding pthread_getattr_np (libc.so.6). */
+static int find_libc_text(struct dl_phdr_info *info, size_t size, void *fn)
+{
+    (void)size;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uint64_t lo = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && (uint64_t)fn - lo < ph->p_memsz) {
+            s_libc_text.lo = lo;
+            s_libc_text.size = ph->p_memsz;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Constructor, under the guard: the learning thread is internal (pthread_create below). */
+void ip_threads_learn_lock(void)
+{
+    pthread_t th;
+    if (pthread_create(&th, NULL, learn_lock_thread, NULL) == 0)
+        pthread_join(th, NULL);
+    void *fn = dlsym(RTLD_DEFAULT, "pthread_getattr_np");
+    if (!__atomic_load_n(&s_lock_known, __ATOMIC_ACQUIRE) && fn != NULL)
+        dl_iterate_phdr(find_libc_text, fn);
+}
+
+int ip_thread_may_register(uint64_t pc)
+{
+    if (__atomic_load_n(&s_lock_known, __ATOMIC_ACQUIRE))
+        return __atomic_load_n((const uint32_t *)pthread_self() + s_lock_word, __ATOMIC_ACQUIRE) == 0;
+    return pc - s_libc_text.lo >= s_libc_text.size;
+}
+
 void ip_threads_init(void)
 {
     pthread_key_create(&s_exit_key, mark_exiting);
+}
+
+/* The calling thread's stack, [*lo, *hi) (unchanged when pthread_getattr_np fails). */
+static void stack_bounds(uint64_t *lo, uint64_t *hi)
+{
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr = NULL;
+        size_t size = 0;
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr != NULL) {
+            *lo = (uint64_t)addr;
+            *hi = (uint64_t)addr + size;
+        }
+        pthread_attr_destroy(&attr);
+    }
 }
 
 /* First event of a host thread while the core is active. Everything here may call malloc
@@ -70,16 +186,7 @@ void ip_thread_register(void)
         return;
     t->guard = 1;
     t->tid = (int)gettid();
-    pthread_attr_t attr;
-    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
-        void *addr = NULL;
-        size_t size = 0;
-        if (pthread_attr_getstack(&attr, &addr, &size) == 0 && addr != NULL) {
-            t->stack_lo = (uint64_t)addr;
-            t->stack_hi = (uint64_t)addr + size;
-        }
-        pthread_attr_destroy(&attr);
-    }
+    stack_bounds(&t->stack_lo, &t->stack_hi);
     char name[17] = {0};
     prctl(PR_GET_NAME, name, 0, 0, 0);
     pthread_setspecific(s_exit_key, (void *)1);

@@ -41,6 +41,7 @@ internal enum DeferredReason : uint
     Nested = 2,
     Exiting = 4,
     Loader = 8,
+    Unregistered = 16,
 }
 
 [System.Flags]

@@ -313,6 +313,7 @@ public unsafe class AbiLayoutTests
             ("IP_DEFER_NESTED", DeferredReason.Nested),
             ("IP_DEFER_EXITING", DeferredReason.Exiting),
             ("IP_DEFER_LOADER", DeferredReason.Loader),
+            ("IP_DEFER_UNREGISTERED", DeferredReason.Unregistered),
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
             ("IP_REC_REPORTED", RecordFlags.Reported),
             ("IP_REC_NO_SCAN", RecordFlags.NoScan),

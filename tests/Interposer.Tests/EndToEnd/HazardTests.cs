@@ -50,6 +50,30 @@ public sealed class HazardTests
         }
     }
 
+    // Threads whose first allocation is glibc's own, inside pthread_getattr_np on themselves (as
+    // Rust's std, the JVM and Boehm GC do at thread start): glibc holds the thread's lock there,
+    // and registering the thread asks pthread_getattr_np for its stack. Before the fix the first
+    // thread hung for ever. The kept blocks, allocated after, must be recorded by getattr_thread.
+    [Test]
+    public void ThreadsWhoseFirstMallocIsInsidePthreadGetattrNp_DoNotHang()
+    {
+        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "getattr-" + System.Guid.NewGuid().ToString("N"));
+        System.IO.Directory.CreateDirectory(dir);
+        try
+        {
+            string dump = System.IO.Path.Combine(dir, "dump.txt");
+            RunResult r = RunHazard(E2E.Build("getattr_first.c"), "4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
+            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack found 1"));
+            string text = System.IO.File.ReadAllText(dump);
+            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] getattr_thread\+").Count, Is.GreaterThanOrEqualTo(4),
+                        "the kept blocks are recorded with their allocating function");
+        }
+        finally
+        {
+            System.IO.Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Test]
     public void HundredsOfShortLivedThreads_MallocAndFree()
     {
