@@ -1,7 +1,7 @@
 // native.cake — the C side: tool checks and the shim build.
 public static class Native
 {
-    public static readonly string[] ShimSources = { "malloc.c", "threads.c", "core.c", "deferred_log.c", "gc_window.c", "stw.c", "scan.c", "regions.c", "api.c", "control.c" };
+    public static readonly string[] ShimSources = { "malloc.c", "threads.c", "core.c", "deferred_log.c", "gc_window.c", "stw.c", "scan.c", "regions.c", "api.c", "control.c", "fds.c" };
 
     // Flags that keep the shim's contract: frame pointers (the exported functions read their own
     // frame to hand the core the caller's registers), initial-exec TLS (the guard must never

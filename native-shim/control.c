@@ -5,7 +5,10 @@
  *
  * A Unix stream socket at control_path (default $TMPDIR/interposer.%p.sock), created 0600 (umask
  * 0177 around bind, in the constructor or a fork child, before any other thread exists) and
- * removed at exit. The scanner thread accepts one connection at a time: it checks the peer with
+ * removed at exit. It is one of OUR DESCRIPTORS (fds.c): a program that closes it gets it back,
+ * re-created by the scanner (ip_control_open(1)).
+ *
+ * The scanner thread accepts one connection at a time: it checks the peer with
  * SO_PEERCRED (another user is refused even if the file's mode was loosened), reads one command
  * line (bounded size and time), hands it to the core (interposer_on_control) and writes back the
  * answer. Commands: scan, clear, dump=<addr>, stack=on|off, scan=on|off|<secs>, off.
@@ -24,11 +27,11 @@
 #include <unistd.h>
 #include "shim_internal.h"
 
-static int s_listen_fd = -1;
+static ip_fd s_listen = { -1, 0, 0 }; /* OUR DESCRIPTORS (fds.c) */
 static char s_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 static pid_t s_owner;              /* the process that created s_path */
 
-int ip_control_fd(void) { return s_listen_fd; }
+const ip_fd *ip_control_fd(void) { return &s_listen; }
 
 /* control_path with %p replaced by the pid. 0 = ok. */
 static int expand(const char *template, char *out, size_t cap)
@@ -50,12 +53,13 @@ static int expand(const char *template, char *out, size_t cap)
     return 0;
 }
 
-void ip_control_open(void)
+/* reopen: the program closed ours and its threads run: umask is process-wide, so the socket is
+   bound with the program's umask and then chmod'ed to 0600 (another user who could connect in
+   between is still refused by SO_PEERCRED). */
+void ip_control_open(int reopen)
 {
-    if (s_listen_fd >= 0) { /* a fork child: the parent's socket is not ours */
-        close(s_listen_fd);
-        s_listen_fd = -1;
-    }
+    /* A fork child (the parent's socket is not ours), or the program closed ours. */
+    ip_fd_release(&s_listen);
     if (!g_ip_core.config.control)
         return;
     char path[sizeof s_path];
@@ -78,22 +82,32 @@ void ip_control_open(void)
     memset(&addr, 0, sizeof addr);
     addr.sun_family = AF_UNIX;
     memcpy(addr.sun_path, path, strlen(path) + 1);
-    mode_t old = umask(0177);
-    int rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
-    umask(old);
+    int rc;
+    if (!reopen) {
+        mode_t old = umask(0177);
+        rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+        umask(old);
+    } else {
+        rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+        if (rc == 0)
+            rc = chmod(path, 0600);
+    }
     if (rc != 0 || listen(fd, 8) != 0) {
         ip_message("cannot create the control socket: ", path);
         close(fd);
         return;
     }
+    if (ip_fd_adopt(&s_listen, fd) != 0) {
+        unlink(path);
+        return;
+    }
     memcpy(s_path, path, sizeof s_path);
     s_owner = getpid();
-    s_listen_fd = fd;
 }
 
 void ip_control_close(void)
 {
-    if (s_listen_fd >= 0 && s_owner == getpid())
+    if (s_listen.fd >= 0 && s_owner == getpid())
         unlink(s_path);
 }
 
@@ -110,7 +124,9 @@ static void reply(int fd, const char *text)
 
 void ip_control_serve(int32_t *scan_interval_s)
 {
-    int c = accept4(s_listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (!ip_fd_ours(&s_listen))
+        return;
+    int c = accept4(s_listen.fd, NULL, NULL, SOCK_CLOEXEC);
     if (c < 0)
         return;
     struct ucred cred;

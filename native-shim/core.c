@@ -163,6 +163,8 @@ static int load_core(void)
         ip_message("cannot load the core: ", err ? err : path);
         return -1;
     }
+    if (ip_fds_patch_core(h) != 0)
+        ip_message("cannot move the core's descriptors out of the program's way", "");
 #define IP_BIND(field, sym)                                                                        \
     if ((*(void **)&g_ip_core.field = dlsym(h, sym)) == NULL)                                      \
         return ip_message("the core lacks ", sym), -1;

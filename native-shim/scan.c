@@ -1,9 +1,9 @@
 /*
  * scan.c — what triggers a leak scan, and the thread it runs on (issue 3; DESIGN guard rule 7).
  *
- * The scan signal's handler (SIGUSR2 unless scan_signal says otherwise) only writes to an
- * eventfd. The scanner thread, internal for life and created at start-up, polls it, the control
- * socket (control.c) and the scan_interval_s timer, and calls the core's interposer_on_scan, which stops the world through
+ * The scan signal's handler (SIGUSR2 unless scan_signal says otherwise) only counts the signal
+ * and writes a byte to the wake pipe. The scanner thread, internal for life and created at
+ * start-up, polls the pipe, the control socket (control.c) and the scan_interval_s timer, and calls the core's interposer_on_scan, which stops the world through
  * ip_shim_api.stw_stop, marks, resumes and writes the report. No scan work happens in signal
  * context: a heap check inside a handler deadlocks on the allocator's locks.
  *
@@ -16,6 +16,11 @@
  * interposer_scan() (exported for programs and tests) asks for a scan and waits for it: tickets
  * s_requested / s_completed, a futex on s_completed.
  *
+ * The pipe and the control socket are OUR DESCRIPTORS (fds.c): at high numbers, checked before
+ * each use, re-created by the scanner when the program closed them. The pipe only wakes the
+ * scanner; the count (s_signalled) says whether a signal came, so a wake lost while the pipe is
+ * being re-created costs at most one 2 s poll timeout.
+ *
  * Fork: the child has no scanner thread; the atfork child handler starts a new one, so a child
  * answers the signal with its own report (report_path's %p is its pid).
  */
@@ -25,7 +30,6 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -34,7 +38,9 @@
 #include "shim_internal.h"
 #include "stw.h"
 
-static int s_wake_fd = -1;         /* eventfd: written by the signal handler and interposer_scan */
+static ip_fd s_wake_r = { -1, 0, 0 }; /* the wake pipe, read by the scanner */
+static ip_fd s_wake_w = { -1, 0, 0 }; /* written by the signal handler and interposer_scan */
+static uint32_t s_signalled;        /* scan signals received (the handler counts them) */
 static int s_signo;                 /* the scan signal; 0 = none */
 static int s_interval_s;            /* periodic scans; 0 = off */
 static int s_scanner_pid;           /* pid whose scanner thread runs */
@@ -44,15 +50,66 @@ static uint32_t s_completed;        /* futex word: tickets served (a scan that s
 static int s_warned_handler, s_warned_pending;
 static int32_t s_last_rc;           /* unreferenced blocks found by the last signal-requested scan, or -1 */
 
+/* Async-signal-safe (fstat, write). A full pipe (EAGAIN) already holds a wake. */
+static void wake_scanner(void)
+{
+    char one = 1;
+    if (ip_fd_ours(&s_wake_w)) {
+        ssize_t ignored = write(s_wake_w.fd, &one, 1);
+        (void)ignored;
+    }
+}
+
+/* A new wake pipe, both ends ours (fds.c); the old one's ends are closed only if still ours. */
+static int open_wake_pipe(void)
+{
+    ip_fd_release(&s_wake_r);
+    ip_fd_release(&s_wake_w);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC | O_NONBLOCK) != 0)
+        return -1;
+    if (ip_fd_adopt(&s_wake_r, p[0]) != 0) {
+        close(p[1]);
+        return -1;
+    }
+    if (ip_fd_adopt(&s_wake_w, p[1]) != 0) {
+        ip_fd_release(&s_wake_r);
+        return -1;
+    }
+    return 0;
+}
+
+/* Before each poll: re-create what the program closed (or whose number it reused). Said on
+   stderr at verbosity >= 1 only: daemons close every descriptor as they start, and nothing is
+   lost. */
+static void check_descriptors(void)
+{
+    static int s_said_wake, s_said_control;
+    if (!ip_fd_ours(&s_wake_r) || !ip_fd_ours(&s_wake_w)) {
+        if (!s_said_wake && g_ip_core.config.verbosity >= 1) {
+            s_said_wake = 1;
+            ip_message("the program closed the scanner's wake pipe; re-creating it", "");
+        }
+        open_wake_pipe();
+    }
+    const ip_fd *control = ip_control_fd();
+    if (control->fd >= 0 && !ip_fd_ours(control)) {
+        if (!s_said_control && g_ip_core.config.verbosity >= 1) {
+            s_said_control = 1;
+            ip_message("the program closed the control socket; re-creating it", "");
+        }
+        ip_control_open(1);
+    }
+}
+
 static void scan_signal_handler(int sig, siginfo_t *info, void *uc)
 {
     (void)sig;
     (void)info;
     (void)uc;
     int saved_errno = errno;
-    uint64_t one = 1;
-    ssize_t ignored = write(s_wake_fd, &one, sizeof one); /* async-signal-safe */
-    (void)ignored;
+    __atomic_add_fetch(&s_signalled, 1, __ATOMIC_RELEASE);
+    wake_scanner();
     errno = saved_errno;
 }
 
@@ -145,16 +202,23 @@ static void *scanner_main(void *unused)
     ip_block_async_signals();
     ip_stw_mark_internal();
     uint64_t next_periodic = s_interval_s > 0 ? now_s() + (uint64_t)s_interval_s : 0;
+    uint32_t signals_served = 0;
     for (;;) {
-        struct pollfd fds[2] = {{s_wake_fd, POLLIN, 0}, {ip_control_fd(), POLLIN, 0}};
+        check_descriptors();
+        const ip_fd *control = ip_control_fd();
+        struct pollfd fds[2] = {{s_wake_r.fd, POLLIN, 0}, {control->fd, POLLIN, 0}};
         int n = poll(fds, fds[1].fd >= 0 ? 2 : 1, 2000);
-        if (n > 0 && (fds[0].revents & POLLIN)) {
-            uint64_t count;
-            ssize_t ignored = read(s_wake_fd, &count, sizeof count); /* several signals: one scan */
-            (void)ignored;
-            uint32_t served = __atomic_load_n(&s_requested, __ATOMIC_ACQUIRE);
+        if (n > 0 && (fds[0].revents & POLLIN) && ip_fd_ours(&s_wake_r)) {
+            char drain[64];
+            while (read(s_wake_r.fd, drain, sizeof drain) > 0) /* several wakes: one scan */
+                ;
+        }
+        uint32_t signalled = __atomic_load_n(&s_signalled, __ATOMIC_ACQUIRE);
+        uint32_t requested = __atomic_load_n(&s_requested, __ATOMIC_ACQUIRE);
+        if (signalled != signals_served || requested != __atomic_load_n(&s_completed, __ATOMIC_RELAXED)) {
+            signals_served = signalled;
             __atomic_store_n(&s_last_rc, run_scan(IP_SCAN_SIGNAL), __ATOMIC_RELAXED);
-            __atomic_store_n(&s_completed, served, __ATOMIC_RELEASE);
+            __atomic_store_n(&s_completed, requested, __ATOMIC_RELEASE);
             syscall(SYS_futex, &s_completed, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
         }
         if (n > 0 && fds[1].fd >= 0 && (fds[1].revents & POLLIN)) {
@@ -177,14 +241,12 @@ static void *scanner_main(void *unused)
 
 static void start_scanner(void)
 {
-    if (s_wake_fd >= 0)
-        close(s_wake_fd); /* a fork child: the parent's counter is not ours */
-    s_wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (s_wake_fd < 0) {
-        ip_message("cannot create the scanner's eventfd; leak scans are off", "");
+    /* A fork child: the parent's pipe is not ours (open_wake_pipe closes it if still ours). */
+    if (open_wake_pipe() != 0) {
+        ip_message("cannot create the scanner's wake pipe; leak scans are off", "");
         return;
     }
-    ip_control_open();
+    ip_control_open(0);
     ip_thread *t = &ip_tls;
     int saved_guard = t->guard;
     t->guard = 1; /* born under the guard: internal for life */
@@ -223,7 +285,7 @@ void ip_scan_init(int signo, int interval_s)
 void ip_scan_after_fork_child(void)
 {
     s_scanner_pid = 0;
-    s_requested = s_completed = 0;
+    s_requested = s_completed = s_signalled = 0;
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_ACQUIRE) == IP_MODE_ACTIVE)
         start_scanner();
 }
@@ -241,9 +303,7 @@ int32_t ip_scan_and_wait(int32_t *leaks)
         ip_tls.guard != 0)
         return -1;
     uint32_t ticket = __atomic_add_fetch(&s_requested, 1, __ATOMIC_ACQ_REL);
-    uint64_t one = 1;
-    ssize_t ignored = write(s_wake_fd, &one, sizeof one);
-    (void)ignored;
+    wake_scanner();
     struct timespec step = {1, 0};
     uint64_t give_up = now_s() + 120;
     while (now_s() < give_up) {

@@ -181,9 +181,19 @@ IP_HIDDEN void ip_regions_resolve(void);
 IP_HIDDEN int32_t ip_regions_copy(ip_region *out, int32_t max);
 IP_HIDDEN int32_t ip_departed_copy(ip_module *out, int32_t max);
 
+/* fds.c: OUR DESCRIPTORS, kept at high numbers and checked before each use */
+typedef struct ip_fd {
+    int fd;          /* -1: none */
+    uint64_t dev, ino;
+} ip_fd;
+IP_HIDDEN int ip_fd_adopt(ip_fd *f, int fd);   /* moves fd high, remembers it; -1 on failure */
+IP_HIDDEN int ip_fd_ours(const ip_fd *f);      /* 1: f->fd still names the file we opened */
+IP_HIDDEN void ip_fd_release(ip_fd *f);        /* closes f->fd only if still ours */
+IP_HIDDEN int ip_fds_patch_core(void *handle); /* the core's new descriptors go high too */
+
 /* control.c: the control socket (kmemleak's debugfs file, for one process) */
-IP_HIDDEN void ip_control_open(void);
-IP_HIDDEN int ip_control_fd(void);
+IP_HIDDEN void ip_control_open(int reopen);
+IP_HIDDEN const ip_fd *ip_control_fd(void); /* reopened when the program closed it */
 IP_HIDDEN void ip_control_serve(int32_t *scan_interval_s);
 IP_HIDDEN void ip_control_close(void);
 

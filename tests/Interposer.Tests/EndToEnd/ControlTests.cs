@@ -76,6 +76,57 @@ public sealed class ControlTests
         });
     }
 
+    // A program that closes every descriptor above 2 (as daemons do at start) and then opens a
+    // pipe, which takes the numbers our wake descriptor and control socket had (3, 4). Before
+    // OUR DESCRIPTORS (fds.c) the scanner polled and read the program's pipe: it took the first
+    // 8 bytes the program wrote there (and the program then hung reading it), and kill -USR2 woke
+    // nothing. The runtime's own /dev/urandom, kept open after the first scan, sat at a low number
+    // too. Now nothing of ours is below the high numbers, the program reads back all its bytes, the
+    // scan signal still scans, and the control socket comes back.
+    [Test]
+    public void AProgramThatClosesEveryDescriptor_KeepsItsOwnPipe_AndScansStillWork()
+    {
+        using var dir = new TempDir("closefds");
+        string program = Programs.Build("e2e/close_all_fds.c");
+        string sock = dir.File("ctl.sock");
+        string ctl = Path.Combine(Artifacts.ProgramsDir, "control", "ctl.py");
+        string options = $"report_path={dir.File("report.txt")}:control_path={sock}";
+        string script = $"""
+            cd {Q(dir.Path)}
+            mkfifo in.fifo || exit 90
+            env LD_PRELOAD={Q(Artifacts.Library)} INTERPOSER_OPTIONS={Q(options)} {Q(program)} < in.fifo > out.txt 2> err.txt &
+            pid=$!
+            exec 3> in.fifo
+            for i in $(seq 1 300); do grep -q READY out.txt 2>/dev/null && break; sleep 0.1; done
+            kill -USR2 $pid
+            for i in $(seq 1 100); do [ -s report.txt ] && break; sleep 0.1; done
+            [ -s report.txt ] && echo "[signal] report written" || echo "[signal] no report"
+            for i in $(seq 1 100); do
+                answer=$(python3 {Q(ctl)} {Q(sock)} scan 2>/dev/null) && break
+                sleep 0.1
+            done
+            echo "[scan] $answer"
+            exec 3>&-
+            wait $pid
+            echo "exit=$?"
+            """;
+        RunResult r = Programs.Shell(script.Replace("\r\n", "\n"), preload: false, timeoutSeconds: 120);
+        string o = r.Stdout;
+        string output = File.ReadAllText(dir.File("out.txt"));
+        string leak = output.Split('\n').Single(l => l.StartsWith("LEAK ")).Substring(5);
+        Assert.Multiple(() =>
+        {
+            Assert.That(o, Does.Contain("exit=0"), r + File.ReadAllText(dir.File("err.txt")));
+            Assert.That(output, Does.Contain("LOW 0\n"), "after a scan, a descriptor of ours sits where the program's next open lands");
+            Assert.That(output, Does.Contain("FDS 3 4\n"), "the program's pipe took the lowest numbers");
+            Assert.That(output, Does.Contain("PIPE 40 the program's own bytes, all 40 of them!\n"), "the program's pipe was read by someone else");
+            Assert.That(o, Does.Contain("[signal] report written"), "the scan signal no longer scans");
+            Assert.That(o, Does.Contain("[scan] ok: 1 unreferenced blocks; report in " + dir.File("report.txt")), "the control socket did not come back");
+            Assert.That(LeakScanTests.Outcome.Objects(File.ReadAllText(dir.File("report.txt"))), Is.EquivalentTo(new[] { leak }));
+            Assert.That(File.ReadAllText(dir.File("err.txt")), Is.Empty, "nothing to say at verbosity 0");
+        });
+    }
+
     [Test]
     public void AnotherUser_IsRefused()
     {
