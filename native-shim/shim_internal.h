@@ -135,6 +135,7 @@ IP_HIDDEN void ip_own_unmap(void *p, size_t len);
 IP_HIDDEN void ip_thread_register(void);
 IP_HIDDEN int ip_thread_may_register(uint64_t pc); /* 0: pc allocates under its thread's own lock */
 IP_HIDDEN void ip_threads_learn_lock(void);       /* constructor, under the guard */
+IP_HIDDEN void ip_threads_find_count(void);       /* constructor, before any thread of ours */
 IP_HIDDEN void ip_threads_learn_hook(ip_thread *t); /* route_slow, internal threads */
 IP_HIDDEN void ip_threads_init(void);
 IP_HIDDEN uint64_t ip_now_ns(void);

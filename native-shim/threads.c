@@ -215,6 +215,31 @@ typedef struct ip_start {
     void *arg;
 } ip_start;
 
+/*
+ * OUR THREADS DO NOT KEEP THE PROCESS ALIVE. glibc counts live threads in __nptl_nthreads; the
+ * thread that brings it to 0 as it exits calls exit(0). A program whose main thread calls
+ * pthread_exit ends when its last thread does. Counted, our threads (scanner, drainer, the
+ * runtime's finalizer) would outlive it: the process hung with a zombie main thread, and as they
+ * block every asynchronous signal, SIGTERM stayed pending for ever. So an internal thread is
+ * taken out of the count by its creator once pthread_create has counted it, and put back by its
+ * own cleanup handler just before glibc counts it out (a return or a pthread_exit). Without the
+ * symbol (another libc) nothing changes.
+ */
+static unsigned int *s_nthreads; /* glibc's __nptl_nthreads (GLIBC_PRIVATE); NULL: not found */
+
+void ip_threads_find_count(void)
+{
+    s_nthreads = (unsigned int *)dlsym(RTLD_DEFAULT, "__nptl_nthreads");
+}
+
+static void internal_end(void *unused)
+{
+    (void)unused;
+    ip_stw_unmark_internal(); /* a later thread may reuse the tid */
+    if (s_nthreads != NULL)
+        __atomic_add_fetch(s_nthreads, 1, __ATOMIC_ACQ_REL); /* glibc takes it away again */
+}
+
 static void *internal_start(void *p)
 {
     ip_start s = *(ip_start *)p;
@@ -222,8 +247,10 @@ static void *internal_start(void *p)
     ip_tls.state = IP_T_INTERNAL;
     ip_block_async_signals(); /* the host's signals are never delivered to our threads */
     ip_stw_mark_internal();   /* never stopped, never scanned: the runtime's and our threads */
-    void *rv = s.fn(s.arg);
-    ip_stw_unmark_internal(); /* a later thread may reuse the tid */
+    void *rv;
+    pthread_cleanup_push(internal_end, NULL);
+    rv = s.fn(s.arg);
+    pthread_cleanup_pop(1);
     return rv;
 }
 
@@ -244,5 +271,7 @@ IP_EXPORT int pthread_create(pthread_t *thread, const pthread_attr_t *attr,
     int rc = real(thread, attr, internal_start, s);
     if (rc != 0)
         __libc_free(s);
+    else if (s_nthreads != NULL)
+        __atomic_sub_fetch(s_nthreads, 1, __ATOMIC_ACQ_REL); /* counted by pthread_create above */
     return rc;
 }

@@ -74,6 +74,17 @@ public sealed class HazardTests
         }
     }
 
+    // The main thread calls pthread_exit; the process must end when its last worker returns.
+    // Before the fix our own threads (scanner, drainer, the runtime's finalizer) were counted as
+    // live by glibc, so the process never ended (and, as they block SIGTERM, ignored it too).
+    [Test]
+    public void MainThreadPthreadExit_ProcessEndsWithTheLastWorker()
+    {
+        RunResult r = RunHazard(E2E.Build("main_pthread_exit.c"), "4");
+        Assert.That(r.Stdout, Does.StartWith("main exits\nworker 0: sum "));
+        Assert.That(r.Stdout, Does.Contain("worker 3: sum "));
+    }
+
     [Test]
     public void HundredsOfShortLivedThreads_MallocAndFree()
     {
