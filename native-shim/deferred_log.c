@@ -70,10 +70,12 @@ static uint16_t capture_frames(uint64_t *frames, uint64_t pc, uint64_t fp)
 }
 
 /* Whether a push may start a drainer thread (a fork child has none): not from inside a hook or a
-   signal handler, the dynamic linker, or a thread holding its own pthread lock (threads.c). */
+   signal handler, the dynamic linker, a thread holding its own pthread lock (threads.c), or one
+   short of stack (malloc.c). */
 static int may_spawn(uint32_t reason)
 {
-    return reason != IP_DEFER_NESTED && reason != IP_DEFER_LOADER && reason != IP_DEFER_UNREGISTERED;
+    return reason != IP_DEFER_NESTED && reason != IP_DEFER_LOADER && reason != IP_DEFER_UNREGISTERED &&
+           reason != IP_DEFER_STACK;
 }
 
 int ip_deferred_push(uint16_t kind, uint64_t address, uint64_t size, uint32_t reason, uint64_t pc,

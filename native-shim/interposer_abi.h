@@ -52,6 +52,7 @@ enum ip_deferred_reason {
     IP_DEFER_EXITING = 4, /* the thread is past its TLS destructors: the runtime detached it */
     IP_DEFER_LOADER = 8,  /* called by the dynamic linker, maybe inside its TLS bookkeeping */
     IP_DEFER_UNREGISTERED = 16, /* a new thread's event where it cannot register yet (threads.c) */
+    IP_DEFER_STACK = 32,  /* too little of the thread's stack left for the hook (malloc.c) */
 };
 
 /* Block flags kept in ip_record.flags (kmemleak's object flags). */

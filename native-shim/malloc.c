@@ -44,6 +44,20 @@ static inline __attribute__((always_inline)) void batch_applied(ip_thread *t)
     __atomic_store_n(&t->frees.count, 0, __ATOMIC_RELEASE);
 }
 
+/* STACK NEED. The hook runs on the allocating thread's stack: ~1.4 KB below malloc's frame once
+   a call site's unwind rules are cached, ~3.7 KB on a thread's first events (rule misses, the walk
+   cache and memo set up), against glibc's 0.25 KB (3.3 KB when it makes the thread's arena). A
+   thread with less than IP_HOOK_STACK_NEED left below the exported function's frame logs the
+   event instead (IP_DEFER_STACK: a frame-pointer backtrace, like other deferred events), so a
+   deep recursion that allocates near the end of a small stack runs as far as without us. Frames
+   off the thread's stack (a coroutine's, a sigaltstack) are not judged: as before. */
+#define IP_HOOK_STACK_NEED 6144u
+
+static inline __attribute__((always_inline)) int stack_short(const ip_thread *t, uint64_t here)
+{
+    return here - t->stack_lo < IP_HOOK_STACK_NEED;
+}
+
 /* Outcome of routing one event. */
 enum ip_route { IP_ROUTE_NONE = 0, IP_ROUTE_DIRECT = 1 };
 
@@ -69,18 +83,29 @@ static __attribute__((noinline)) int route_slow(uint16_t kind, uint64_t address,
         return IP_ROUTE_NONE;
     }
     int unregistrable = t->state == IP_T_NEW && !ip_thread_may_register(pc);
-    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY || ip_from_loader(pc) || unregistrable) {
+    int short_stack = t->state == IP_T_HOST && stack_short(t, (uint64_t)__builtin_frame_address(0));
+    if (t->state == IP_T_EXITING || mode == IP_MODE_EARLY || ip_from_loader(pc) || unregistrable ||
+        short_stack) {
         uint64_t caller_fp = fp ? ((const uint64_t *)fp)[0] : 0;
         uint32_t reason = t->state == IP_T_EXITING ? IP_DEFER_EXITING
                         : mode == IP_MODE_EARLY    ? IP_DEFER_EARLY
                         : unregistrable            ? IP_DEFER_UNREGISTERED
+                        : short_stack              ? IP_DEFER_STACK
                                                    : IP_DEFER_LOADER;
         ip_deferred_push(kind, address, size, reason, kind == IP_EV_FREE ? 0 : pc, caller_fp);
         return IP_ROUTE_NONE;
     }
-    /* IP_T_NEW on an active process: register, then go direct. */
+    /* IP_T_NEW on an active process: register, then go direct (or log it: now the stack's
+       bounds are known). */
     ip_thread_register();
-    return t->state == IP_T_HOST && t->guard == 0 ? IP_ROUTE_DIRECT : IP_ROUTE_NONE;
+    if (t->state != IP_T_HOST || t->guard != 0)
+        return IP_ROUTE_NONE;
+    if (stack_short(t, (uint64_t)__builtin_frame_address(0))) {
+        ip_deferred_push(kind, address, size, IP_DEFER_STACK, kind == IP_EV_FREE ? 0 : pc,
+                         fp ? ((const uint64_t *)fp)[0] : 0);
+        return IP_ROUTE_NONE;
+    }
+    return IP_ROUTE_DIRECT;
 }
 
 /* Fast path: a registered host thread, outside any hook, with tracking active, not called by the
@@ -90,7 +115,8 @@ static inline __attribute__((always_inline)) int route(uint16_t kind, uint64_t a
 {
     const ip_thread *t = &ip_tls;
     if (IP_LIKELY(t->state == IP_T_HOST && t->guard == 0 &&
-                  __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc)))
+                  __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc) &&
+                  !stack_short(t, (uint64_t)__builtin_frame_address(0))))
         return IP_ROUTE_DIRECT;
     return route_slow(kind, address, size, fp, pc);
 }
@@ -190,6 +216,7 @@ static inline __attribute__((always_inline)) int batchable(const ip_thread *t, u
 {
     return t->state == IP_T_HOST && t->guard == 0 && t->busy == 0 && s_batch &&
            __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc) &&
+           !stack_short(t, (uint64_t)__builtin_frame_address(0)) && /* a full batch enters the core */
            __atomic_load_n(s_enqueued, __ATOMIC_ACQUIRE) == __atomic_load_n(s_applied, __ATOMIC_ACQUIRE);
 }
 

@@ -42,6 +42,7 @@ internal enum DeferredReason : uint
     Exiting = 4,
     Loader = 8,
     Unregistered = 16,
+    Stack = 32,
 }
 
 [System.Flags]

@@ -314,6 +314,7 @@ public unsafe class AbiLayoutTests
             ("IP_DEFER_EXITING", DeferredReason.Exiting),
             ("IP_DEFER_LOADER", DeferredReason.Loader),
             ("IP_DEFER_UNREGISTERED", DeferredReason.Unregistered),
+            ("IP_DEFER_STACK", DeferredReason.Stack),
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
             ("IP_REC_REPORTED", RecordFlags.Reported),
             ("IP_REC_NO_SCAN", RecordFlags.NoScan),

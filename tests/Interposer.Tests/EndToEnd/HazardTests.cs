@@ -50,6 +50,30 @@ public sealed class HazardTests
         }
     }
 
+    // Threads that allocate with 1000 bytes of stack left, at a call site they used before (glibc
+    // needs ~0.25 KB there). The hook needs ~1.4 KB below malloc: before the stack check in
+    // route() these threads died of SIGSEGV. Now the event goes to the deferred log; the kept
+    // blocks are recorded, allocated by allocate_here.
+    [Test]
+    public void ThreadsAllocatingWithLittleStackLeft_LiveAsTheyDoWithoutTheLibrary()
+    {
+        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "stackleft-" + System.Guid.NewGuid().ToString("N"));
+        System.IO.Directory.CreateDirectory(dir);
+        try
+        {
+            string dump = System.IO.Path.Combine(dir, "dump.txt");
+            RunResult r = RunHazard(E2E.Build("stack_left.c"), "1000 4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
+            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, left 1000, result 0"));
+            string text = System.IO.File.ReadAllText(dump);
+            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] allocate_here\+").Count, Is.GreaterThanOrEqualTo(8),
+                        "the kept blocks (4 with the whole stack, 4 with 1000 bytes left) are recorded with their allocating function");
+        }
+        finally
+        {
+            System.IO.Directory.Delete(dir, recursive: true);
+        }
+    }
+
     // Threads whose first allocation is glibc's own, inside pthread_getattr_np on themselves (as
     // Rust's std, the JVM and Boehm GC do at thread start): glibc holds the thread's lock there,
     // and registering the thread asks pthread_getattr_np for its stack. Before the fix the first
