@@ -26,6 +26,28 @@ public sealed class HazardTests
         return preloaded;
     }
 
+    /// <summary>RunHazard with DUMP_PATH set (the program dumps its live blocks at the end, under
+    /// the library only); returns the run and the dump's text.</summary>
+    private static (RunResult Run, string Dump) RunHazardWithDump(string program, string arguments)
+    {
+        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "hazard-" + System.Guid.NewGuid().ToString("N"));
+        System.IO.Directory.CreateDirectory(dir);
+        try
+        {
+            string dump = System.IO.Path.Combine(dir, "dump.txt");
+            RunResult r = RunHazard(program, arguments, env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
+            return (r, System.IO.File.ReadAllText(dump));
+        }
+        finally
+        {
+            System.IO.Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>How many of a dump's frames name function (as "] function+0x...").</summary>
+    private static int FramesNamed(string dump, string function) =>
+        System.Text.RegularExpressions.Regex.Matches(dump, @"\] " + System.Text.RegularExpressions.Regex.Escape(function) + @"\+").Count;
+
     // Threads with PTHREAD_STACK_MIN stacks that use 7000 of their 16384 bytes, then allocate.
     // glibc carves static TLS out of each thread's stack: with the walk cache in the shim's TLS
     // (3.9 KB of it) these threads died with SIGSEGV from 5000 bytes up; without the library they
@@ -33,21 +55,10 @@ public sealed class HazardTests
     [Test]
     public void SmallStackThreads_KeepTheStackTheyHadWithoutTheLibrary()
     {
-        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "smallstack-" + System.Guid.NewGuid().ToString("N"));
-        System.IO.Directory.CreateDirectory(dir);
-        try
-        {
-            string dump = System.IO.Path.Combine(dir, "dump.txt");
-            RunResult r = RunHazard(E2E.Build("small_stack.c"), "7000 4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
-            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack 16384, used 7000"));
-            string text = System.IO.File.ReadAllText(dump);
-            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] small_thread\+").Count, Is.GreaterThanOrEqualTo(4),
-                        "the kept blocks are recorded with their allocating function");
-        }
-        finally
-        {
-            System.IO.Directory.Delete(dir, recursive: true);
-        }
+        var (r, dump) = RunHazardWithDump(E2E.Build("small_stack.c"), "7000 4");
+        Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack 16384, used 7000"));
+        Assert.That(FramesNamed(dump, "small_thread"), Is.GreaterThanOrEqualTo(4),
+                    "the kept blocks are recorded with their allocating function");
     }
 
     // Threads that allocate with 1000 bytes of stack left, at a call site they used before (glibc
@@ -57,21 +68,10 @@ public sealed class HazardTests
     [Test]
     public void ThreadsAllocatingWithLittleStackLeft_LiveAsTheyDoWithoutTheLibrary()
     {
-        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "stackleft-" + System.Guid.NewGuid().ToString("N"));
-        System.IO.Directory.CreateDirectory(dir);
-        try
-        {
-            string dump = System.IO.Path.Combine(dir, "dump.txt");
-            RunResult r = RunHazard(E2E.Build("stack_left.c"), "1000 4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
-            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, left 1000, result 0"));
-            string text = System.IO.File.ReadAllText(dump);
-            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] allocate_here\+").Count, Is.GreaterThanOrEqualTo(8),
-                        "the kept blocks (4 with the whole stack, 4 with 1000 bytes left) are recorded with their allocating function");
-        }
-        finally
-        {
-            System.IO.Directory.Delete(dir, recursive: true);
-        }
+        var (r, dump) = RunHazardWithDump(E2E.Build("stack_left.c"), "1000 4");
+        Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, left 1000, result 0"));
+        Assert.That(FramesNamed(dump, "allocate_here"), Is.GreaterThanOrEqualTo(8),
+                    "the kept blocks (4 with the whole stack, 4 with 1000 bytes left) are recorded with their allocating function");
     }
 
     // Threads whose first allocation is glibc's own, inside pthread_getattr_np on themselves (as
@@ -81,21 +81,10 @@ public sealed class HazardTests
     [Test]
     public void ThreadsWhoseFirstMallocIsInsidePthreadGetattrNp_DoNotHang()
     {
-        string dir = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "getattr-" + System.Guid.NewGuid().ToString("N"));
-        System.IO.Directory.CreateDirectory(dir);
-        try
-        {
-            string dump = System.IO.Path.Combine(dir, "dump.txt");
-            RunResult r = RunHazard(E2E.Build("getattr_first.c"), "4", env: new Dictionary<string, string> { ["DUMP_PATH"] = dump });
-            Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack found 1"));
-            string text = System.IO.File.ReadAllText(dump);
-            Assert.That(System.Text.RegularExpressions.Regex.Matches(text, @"\] getattr_thread\+").Count, Is.GreaterThanOrEqualTo(4),
-                        "the kept blocks are recorded with their allocating function");
-        }
-        finally
-        {
-            System.IO.Directory.Delete(dir, recursive: true);
-        }
+        var (r, dump) = RunHazardWithDump(E2E.Build("getattr_first.c"), "4");
+        Assert.That(r.Stdout, Does.Contain("thread 3: rc 0, stack found 1"));
+        Assert.That(FramesNamed(dump, "getattr_thread"), Is.GreaterThanOrEqualTo(4),
+                    "the kept blocks are recorded with their allocating function");
     }
 
     // The main thread calls pthread_exit; the process must end when its last worker returns.
