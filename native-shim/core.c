@@ -85,6 +85,8 @@ static ip_shim_api s_api_live;
 
 /* Where glibc keeps a thread's static TLS: [tcb - static size, tcb + sizeof(struct pthread)).
    Both come from GLIBC_PRIVATE symbols that libthread_db and LeakSanitizer rely on too. */
+static uint64_t s_static_tls_size, s_pthread_size; /* tls_layout's answers, read once */
+
 static void tls_layout(uint64_t *static_size, uint64_t *pthread_size)
 {
     void (*info)(size_t *, size_t *) = (void (*)(size_t *, size_t *))dlsym(RTLD_DEFAULT, "_dl_get_tls_static_info");
@@ -189,7 +191,8 @@ static int load_core(void)
     s_api_live = s_api;
     s_api_live.unw_backtrace = s_unw_backtrace;
     s_api_live.deferred_enqueued = ip_deferred_enqueued_counter();
-    tls_layout(&s_api_live.static_tls_size, &s_api_live.pthread_size);
+    s_api_live.static_tls_size = s_static_tls_size; /* tls_layout, in ip_init */
+    s_api_live.pthread_size = s_pthread_size;
     dl_iterate_phdr(find_own_tls, NULL); /* after the core's dlopen: its TLS exists now */
     s_api_live.tls_exclude = s_tls_exclude;
     s_api_live.tls_exclude_count = s_tls_exclude_count;
@@ -373,7 +376,8 @@ __attribute__((constructor)) static void ip_init(void)
     dl_iterate_phdr(find_loader, NULL);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     ip_tls.guard = 1;
-    ip_threads_learn_lock(); /* before any host thread can register (threads.c) */
+    tls_layout(&s_static_tls_size, &s_pthread_size);
+    ip_threads_learn_lock(s_pthread_size); /* before any host thread can register (threads.c) */
     load_libunwind();
     int rc = load_core();
     ip_tls.guard = 0;

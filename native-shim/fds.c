@@ -103,7 +103,7 @@ static int ip_fd_raise(int fd)
 static int core_open(const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
+    if ((flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE) { /* as glibc's __OPEN_NEEDS_MODE */
         va_list ap;
         va_start(ap, flags);
         mode = va_arg(ap, mode_t);

@@ -134,7 +134,7 @@ IP_HIDDEN void ip_own_unmap(void *p, size_t len);
 /* threads.c */
 IP_HIDDEN void ip_thread_register(void);
 IP_HIDDEN int ip_thread_may_register(uint64_t pc); /* 0: pc allocates under its thread's own lock */
-IP_HIDDEN void ip_threads_learn_lock(void);       /* constructor, under the guard */
+IP_HIDDEN void ip_threads_learn_lock(uint64_t pthread_size); /* constructor, under the guard */
 IP_HIDDEN void ip_threads_find_count(void);       /* constructor, before any thread of ours */
 IP_HIDDEN void ip_threads_learn_hook(ip_thread *t); /* route_slow, internal threads */
 IP_HIDDEN void ip_threads_init(void);

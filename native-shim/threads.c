@@ -67,7 +67,7 @@ static void mark_exiting(void *unused)
  * Another thread holding it (pthread_getattr_np on this one) only delays the registration.
  *
  * The lock's place in struct pthread is glibc-internal, so it is learned at start-up
- * (learn_lock): a thread of our own reads its struct pthread (pthread_self()) before, inside (from
+ * (ip_threads_learn_lock): a thread of our own reads its struct pthread (pthread_self()) before, inside (from
  * the hook of the realloc pthread_getattr_np makes under the lock) and after a call of
  * pthread_getattr_np on itself. Exactly one 32-bit word must be 0 before, held (1 or 2, glibc's
  * lll values) inside and 0 after. Else the place stays unknown, and no event whose caller is in
@@ -75,19 +75,20 @@ static void mark_exiting(void *unused)
  * registers at its first allocation from the program's own code, and its earlier events carry
  * the deferred log's frame-pointer backtraces.
  */
-#define IP_PD_WORDS 576u /* 32-bit words of struct pthread compared (glibc 2.36's is 2304 bytes) */
+#define IP_PD_WORDS_MAX 1024u /* 32-bit words of struct pthread compared at most (glibc 2.36: 592) */
 
 static int s_lock_known;                       /* 1: s_lock_word is the lock's index */
 static uint32_t s_lock_word;
+static uint32_t s_pd_words;                    /* words of struct pthread compared (its size / 4) */
 static struct { uint64_t lo, size; } s_libc_text; /* the fallback's code range; {0, 0}: none */
 static ip_thread *s_learner;                   /* the learning thread while it learns */
-static uint32_t s_inside[IP_PD_WORDS];         /* its struct pthread, seen from inside */
+static uint32_t s_inside[IP_PD_WORDS_MAX];     /* its struct pthread, seen from inside */
 static int s_inside_seen;
 
 void ip_threads_learn_hook(ip_thread *t)
 {
     if (t == __atomic_load_n(&s_learner, __ATOMIC_ACQUIRE) && !s_inside_seen) {
-        memcpy(s_inside, (const void *)pthread_self(), sizeof s_inside);
+        memcpy(s_inside, (const void *)pthread_self(), s_pd_words * sizeof(uint32_t));
         s_inside_seen = 1;
     }
 }
@@ -95,14 +96,14 @@ void ip_threads_learn_hook(ip_thread *t)
 static void *learn_lock_thread(void *unused)
 {
     (void)unused;
-    static uint32_t before[IP_PD_WORDS], after[IP_PD_WORDS];
+    static uint32_t before[IP_PD_WORDS_MAX], after[IP_PD_WORDS_MAX];
     const void *pd = (const void *)pthread_self();
     pthread_attr_t attr;
-    memcpy(before, pd, sizeof before);
+    memcpy(before, pd, s_pd_words * sizeof(uint32_t));
     __atomic_store_n(&s_learner, &ip_tls, __ATOMIC_RELEASE);
     int rc = pthread_getattr_np(pthread_self(), &attr);
     __atomic_store_n(&s_learner, NULL, __ATOMIC_RELEASE);
-    memcpy(after, pd, sizeof after);
+    memcpy(after, pd, s_pd_words * sizeof(uint32_t));
     if (rc != 0)
         return NULL;
     pthread_attr_destroy(&attr);
@@ -110,7 +111,7 @@ static void *learn_lock_thread(void *unused)
         return NULL;
     int found = 0;
     uint32_t word = 0;
-    for (uint32_t i = 0; i < IP_PD_WORDS; i++)
+    for (uint32_t i = 0; i < s_pd_words; i++)
         if (before[i] == 0 && after[i] == 0 && (s_inside[i] == 1 || s_inside[i] == 2)) {
             found++;
             word = i;
@@ -138,14 +139,20 @@ static int find_libc_text(struct dl_phdr_info *info, size_t size, void *fn)
     return 0;
 }
 
-/* Constructor, under the guard: the learning thread is internal (pthread_create below). */
-void ip_threads_learn_lock(void)
+/* Constructor, under the guard: the learning thread is internal (pthread_create below).
+   pthread_size: sizeof(struct pthread) (glibc's _thread_db_sizeof_pthread; 0: unknown, then only
+   the fallback): no word past it is read. */
+void ip_threads_learn_lock(uint64_t pthread_size)
 {
+    s_pd_words = (uint32_t)(pthread_size / sizeof(uint32_t) < IP_PD_WORDS_MAX ? pthread_size / sizeof(uint32_t)
+                                                                             : IP_PD_WORDS_MAX);
     pthread_t th;
-    if (pthread_create(&th, NULL, learn_lock_thread, NULL) == 0)
+    if (s_pd_words != 0 && pthread_create(&th, NULL, learn_lock_thread, NULL) == 0)
         pthread_join(th, NULL);
+    if (__atomic_load_n(&s_lock_known, __ATOMIC_ACQUIRE))
+        return;
     void *fn = dlsym(RTLD_DEFAULT, "pthread_getattr_np");
-    if (!__atomic_load_n(&s_lock_known, __ATOMIC_ACQUIRE) && fn != NULL)
+    if (fn != NULL)
         dl_iterate_phdr(find_libc_text, fn);
 }
 
