@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 4
+#define IP_ABI_VERSION 5
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -189,14 +189,22 @@ typedef struct ip_free_batch {
 } ip_free_batch;
 
 /* The core's allocation table, as far as the shim reads it to stamp a free: shard i's header is
-   at shards + i * IP_SHARD_STRIDE and its last record time (uint64_t) at IP_SHARD_TIME_OFFSET. */
+   at shards + i * IP_SHARD_STRIDE and its last record time (uint64_t) at IP_SHARD_TIME_OFFSET.
+   SHARD MAP. A block's shard is chosen by its address's 4 MiB region, through a byte map the core
+   fills round-robin: shard_map[ip_shard_map_index(address)] is 1 + the shard, or 0 while no record
+   was ever inserted in the region (then no record can be there: a free stamps 0 and removes
+   nothing). glibc gives each thread's arena its own regions, so until 255 regions have been seen
+   no two arenas share a shard lock (a hash of the region, as before, put two of 8 threads' arenas
+   on one lock in ~15% of runs). The core writes an entry once (CAS from 0) before the first
+   insert in the region; the program's own ordering of malloc(p) before free(p) makes it visible
+   to the freeing thread. Addresses above 2^47 fold onto the map (a shared shard, still exact). */
 #define IP_SHARD_STRIDE 64
 #define IP_SHARD_TIME_OFFSET 32
 #define IP_SHARD_REGION_SHIFT 22
-#define IP_SHARD_HASH 0x9E3779B97F4A7C15ull
-static inline uint32_t ip_shard_of(uint64_t address, uint32_t shard_bits)
+#define IP_SHARD_MAP_BITS 25
+static inline uint64_t ip_shard_map_index(uint64_t address)
 {
-    return (uint32_t)(((address >> IP_SHARD_REGION_SHIFT) * IP_SHARD_HASH) >> (64 - shard_bits));
+    return (address >> IP_SHARD_REGION_SHIFT) & ((1ull << IP_SHARD_MAP_BITS) - 1);
 }
 
 /*
@@ -339,6 +347,7 @@ typedef struct ip_core_config {
     int32_t shard_bits;     /* the allocation table has 1 << shard_bits shards */
     const uint8_t *shards;  /* its shard headers (IP_SHARD_STRIDE bytes each) */
     const uint64_t *applied; /* deferred entries the core has applied (compare: deferred_enqueued) */
+    const uint8_t *shard_map; /* region -> 1 + shard (SHARD MAP above), 1 << IP_SHARD_MAP_BITS bytes */
 } ip_core_config;
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */

@@ -31,8 +31,8 @@
 
 /* Batched frees (interposer_abi.h: BATCHED FREES). Set once at start-up (ip_batch_init). */
 static int s_batch;                     /* 1: frees are batched */
-static uint32_t s_shard_bits;
 static const uint8_t *s_shards;
+static const uint8_t *s_shard_map;      /* region -> 1 + shard (interposer_abi.h: SHARD MAP) */
 static const uint64_t *s_applied;       /* the core's count of applied deferred entries */
 static const uint64_t *s_enqueued;      /* the deferred log's count of reserved entries */
 
@@ -194,19 +194,23 @@ IP_EXPORT void *malloc(size_t n)
 void ip_batch_init(const ip_core_config *config)
 {
     if (!config->batch_frees || config->shards == NULL || config->applied == NULL ||
-        config->shard_bits <= 0 || config->shard_bits > 16)
+        config->shard_map == NULL || config->shard_bits <= 0 || config->shard_bits > 8)
         return;
-    s_shard_bits = (uint32_t)config->shard_bits;
     s_shards = config->shards;
+    s_shard_map = config->shard_map;
     s_applied = config->applied;
     s_enqueued = ip_deferred_enqueued_counter();
     s_batch = 1;
 }
 
-/* p's shard's last record time (see BATCHED FREES in interposer_abi.h). */
+/* p's shard's last record time (see BATCHED FREES in interposer_abi.h); 0 when no record was ever
+   in p's region (SHARD MAP: then p has none, and a removal stamped 0 removes nothing). */
 static inline __attribute__((always_inline)) uint64_t free_stamp(uint64_t address)
 {
-    const uint8_t *shard = s_shards + (uint64_t)ip_shard_of(address, s_shard_bits) * IP_SHARD_STRIDE;
+    uint32_t v = __atomic_load_n(&s_shard_map[ip_shard_map_index(address)], __ATOMIC_RELAXED);
+    if (v == 0)
+        return 0;
+    const uint8_t *shard = s_shards + (uint64_t)(v - 1) * IP_SHARD_STRIDE;
     return __atomic_load_n((const uint64_t *)(shard + IP_SHARD_TIME_OFFSET), __ATOMIC_RELAXED);
 }
 

@@ -46,6 +46,7 @@ internal static unsafe class Exports
             config->ShardBits = AllocationTable.ShardBits;
             config->Shards = Recorder.Table.ShardHeaders;
             config->Applied = Recorder.AppliedCounter;
+            config->ShardMap = Recorder.Table.ShardMap;
             string controlPath = s_settings.ControlPathOrDefault();
             int pathBytes = System.Text.Encoding.UTF8.GetByteCount(controlPath);
             if (s_settings.Control && pathBytes < 100)

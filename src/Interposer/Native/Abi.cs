@@ -8,13 +8,13 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 4;
+    public const uint AbiVersion = 5;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
     public const int ShardTimeOffset = 32;
     public const int ShardRegionShift = 22;
-    public const ulong ShardHash = 0x9E3779B97F4A7C15UL;
+    public const int ShardMapBits = 25;
     public const int WalkLevels = Unwinding.IpWalkCache.Levels;
     public const int WalkMemoBytes = Unwinding.WalkMemo.Bytes;
 }
@@ -233,4 +233,5 @@ internal unsafe struct IpCoreConfig
     public int ShardBits;
     public byte* Shards;
     public ulong* Applied;
+    public byte* ShardMap;
 }

@@ -4,6 +4,8 @@
 //   shard.Lock   guards one shard's slots, count, capacity, version and last time; taken on every
 //                insert/remove. (The shim reads LastTime without it: a racy read of a word that
 //                only grows, as its free stamp; see BATCHED FREES in native-shim/interposer_abi.h.)
+//   _map         no lock: each entry is written once, by CAS from 0, before the first insert in
+//                its region (SHARD MAP in interposer_abi.h); _nextShard is an atomic counter.
 //   Order: Core._replayLock -> shard.Lock -> StackDepot._lock. A shard lock is never held while
 //   calling the unwinder, the depot or the host; two shard locks are only held together by
 //   LockAll (fork), which takes them in index order.
@@ -42,19 +44,26 @@ internal sealed unsafe class AllocationTable
     }
 
     private readonly Shard* _shards;             // ShardCount shards, mmap'ed
+    private readonly byte* _map;                 // region -> 1 + shard; 0: no record ever in the region
+    private int _nextShard;                      // round-robin: regions assigned so far
     private bool _failed;                        // a shard could not grow: tracking is off
 
     public AllocationTable()
     {
         _shards = (Shard*)Interop.Libc.MapAnonymous((nuint)(sizeof(Shard) * ShardCount));
+        // 32 MiB of address space, MAP_NORESERVE: a page is touched per 16 GiB of address space
+        // that holds blocks (a handful of pages in a typical process).
+        _map = (byte*)Interop.Libc.MapAnonymous((nuint)1 << Abi.ShardMapBits);
         // Every shard's first slots from one mapping: one mmap at start-up instead of 256 (each
         // process that loads the library pays for them; the pages are only touched when used).
         // A shard's part is a whole number of pages, so GrowLocked can unmap it on its own.
+        // (128 slots, 5 KiB a shard, was tried for a smaller cache footprint: 1.4x the CPU time
+        // of a pair in deep churn, 1 and 8 threads, with 64 live blocks per thread at 50% load.)
         nuint initialBytes = (nuint)sizeof(IpRecord) << InitialCapacityBits;
         if ((initialBytes & 4095) != 0)
             throw new System.InvalidOperationException("a shard's initial slots must be whole pages");
         byte* initial = (byte*)Interop.Libc.MapAnonymous(initialBytes * ShardCount);
-        if (_shards == null || initial == null)
+        if (_shards == null || initial == null || _map == null)
             throw new System.OutOfMemoryException("cannot map the allocation table");
         for (int i = 0; i < ShardCount; i++)
         {
@@ -75,10 +84,33 @@ internal sealed unsafe class AllocationTable
     // thread its own arena (64 MiB-aligned heaps), so a thread's blocks fall into a few shards
     // whose locks and cache lines then stay on that thread's core. Hashing every address to a
     // random shard made each lock's CAS a cross-core cache miss: 46% of the 8-thread churn (perf).
-    // 256 shards rather than 64: fewer arenas' regions share a shard (and its lock's cache line)
-    // by hash collision; interleaved A/B runs, 8 threads: 0.93-0.96 of the 64-shard cost.
+    // Regions get shards round-robin in the order they are first used (the SHARD MAP): with a hash
+    // of the region, two of 8 threads' arenas shared a lock in about one run in seven, and those
+    // runs took 1.15-1.25x as long. Shard ShardCount - 1 is unused (an entry holds 1 + shard).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int ShardOf(ulong address) => (int)(((address >> Abi.ShardRegionShift) * Abi.ShardHash) >> (64 - ShardBits));
+    private static ulong MapIndex(ulong address) => (address >> Abi.ShardRegionShift) & ((1UL << Abi.ShardMapBits) - 1);
+
+    /// <summary>address's shard, assigning its region one if it has none (inserts).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int ShardFor(ulong address)
+    {
+        int v = _map[MapIndex(address)];
+        return v != 0 ? v - 1 : AssignShard(address);
+    }
+
+    /// <summary>address's shard, or -1 when no record was ever inserted in its region (then the
+    /// table has no record of address).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private int ShardOf(ulong address) => Volatile.Read(ref _map[MapIndex(address)]) - 1;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int AssignShard(ulong address)
+    {
+        uint n = (uint)Interlocked.Increment(ref _nextShard) - 1;
+        byte mine = (byte)(1 + n % (ShardCount - 1));
+        byte prior = Interlocked.CompareExchange(ref _map[MapIndex(address)], mine, 0);
+        return (prior != 0 ? prior : mine) - 1;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int SlotOf(ulong hash, int capacityBits) => (int)((hash << ShardBits) >> (64 - capacityBits));
@@ -92,7 +124,7 @@ internal sealed unsafe class AllocationTable
     public bool Insert(in IpRecord record, IpRecord* replaced = null, ReplacedKind* stale = null)
     {
         ulong h = Hash(record.Address);
-        Shard* shard = &_shards[ShardOf(record.Address)];
+        Shard* shard = &_shards[ShardFor(record.Address)];
         SpinLockWord.Enter(ref shard->Lock);
         bool wasThere = InsertLocked(shard, h, record, replaced, stale);
         SpinLockWord.Exit(ref shard->Lock);
@@ -104,11 +136,27 @@ internal sealed unsafe class AllocationTable
     /// case: a thread's blocks sit in its arena's shard).</summary>
     public bool RemoveStampedThenInsert(IpFreeEntry* entries, int count, in IpRecord record, IpRecord* replaced, ReplacedKind* stale)
     {
+        if (count == 1)
+        {
+            // The malloc+free pair: one pending removal, usually in the insert's shard (the
+            // thread's arena). One lock, no loop (callgrind: ~25% of this path's instructions).
+            ulong address = entries->Address;
+            int mine = ShardFor(record.Address);
+            if (address != 0 && address != record.Address && ShardOf(address) == mine)
+            {
+                Shard* shard = &_shards[mine];
+                SpinLockWord.Enter(ref shard->Lock);
+                RemoveLocked(shard, Hash(address), address, entries->Stamp, null);
+                bool replacedOne = InsertLocked(shard, Hash(record.Address), record, replaced, stale);
+                SpinLockWord.Exit(ref shard->Lock);
+                return replacedOne;
+            }
+        }
         // A pending removal of the very address being inserted (tcache reuse) is not applied:
         // the insert overwrites that record in place (ownStamp).
         int removed = 0;
         Shard* held = RemoveStampedHolding(entries, count, record.Address, out ulong ownStamp, ref removed);
-        Shard* target = &_shards[ShardOf(record.Address)];
+        Shard* target = &_shards[ShardFor(record.Address)];
         if (target != held)
         {
             if (held != null)
@@ -200,10 +248,12 @@ internal sealed unsafe class AllocationTable
     /// <summary>Removes the record of address, copying it to *removed when non-null.</summary>
     public bool Remove(ulong address, IpRecord* removed)
     {
-        ulong h = Hash(address);
-        Shard* shard = &_shards[ShardOf(address)];
+        int s = ShardOf(address);
+        if (s < 0)
+            return false;
+        Shard* shard = &_shards[s];
         SpinLockWord.Enter(ref shard->Lock);
-        bool found = RemoveLocked(shard, h, address, ulong.MaxValue, removed);
+        bool found = RemoveLocked(shard, Hash(address), address, ulong.MaxValue, removed);
         SpinLockWord.Exit(ref shard->Lock);
         return found;
     }
@@ -212,10 +262,12 @@ internal sealed unsafe class AllocationTable
     /// most stamp, i.e. it is the block that was freed and not a later one at the same address.</summary>
     public bool RemoveStamped(ulong address, ulong stamp, IpRecord* removed)
     {
-        ulong h = Hash(address);
-        Shard* shard = &_shards[ShardOf(address)];
+        int s = ShardOf(address);
+        if (s < 0)
+            return false;
+        Shard* shard = &_shards[s];
         SpinLockWord.Enter(ref shard->Lock);
-        bool found = RemoveLocked(shard, h, address, stamp, removed);
+        bool found = RemoveLocked(shard, Hash(address), address, stamp, removed);
         SpinLockWord.Exit(ref shard->Lock);
         return found;
     }
@@ -247,7 +299,10 @@ internal sealed unsafe class AllocationTable
                 keepStamp = entries[i].Stamp;
                 continue;
             }
-            Shard* shard = &_shards[ShardOf(address)];
+            int s = ShardOf(address);
+            if (s < 0)
+                continue; // no record was ever in its region
+            Shard* shard = &_shards[s];
             if (shard != held)
             {
                 if (held != null)
@@ -306,7 +361,13 @@ internal sealed unsafe class AllocationTable
 
     public bool TryGet(ulong address, out IpRecord record)
     {
-        Shard* shard = &_shards[ShardOf(address)];
+        int s = ShardOf(address);
+        if (s < 0)
+        {
+            record = default;
+            return false;
+        }
+        Shard* shard = &_shards[s];
         SpinLockWord.Enter(ref shard->Lock);
         IpRecord* slot = FindLocked(shard, address);
         record = slot != null ? *slot : default;
@@ -390,8 +451,14 @@ internal sealed unsafe class AllocationTable
     public static int ShardHeaderSize => sizeof(Shard);
     public static int ShardLastTimeOffset => (int)Marshal.OffsetOf<Shard>(nameof(Shard.LastTime));
 
-    /// <summary>The shard that holds address's record.</summary>
-    public static int ShardOfAddress(ulong address) => ShardOf(address);
+    /// <summary>The shard that holds address's record; -1 when no record was ever in its region.</summary>
+    public int ShardOfAddress(ulong address) => ShardOf(address);
+
+    /// <summary>The shard map (ip_core_config.shard_map).</summary>
+    public byte* ShardMap => _map;
+
+    /// <summary>address's entry in the shard map (the ABI test compares it with ip_shard_map_index).</summary>
+    public static ulong ShardMapIndex(ulong address) => MapIndex(address);
 
     /// <summary>Shard s's Version now (racy read: exact while the world is stopped).</summary>
     public long VersionOf(int s) => Volatile.Read(ref _shards[s].Version);
@@ -423,7 +490,10 @@ internal sealed unsafe class AllocationTable
     /// <summary>Sets min_count (when given) and flag bits of the record at address. False when there is none.</summary>
     public bool Update(ulong address, short? minCount, ushort setFlags)
     {
-        Shard* shard = &_shards[ShardOf(address)];
+        int s = ShardOf(address);
+        if (s < 0)
+            return false;
+        Shard* shard = &_shards[s];
         SpinLockWord.Enter(ref shard->Lock);
         IpRecord* slot = FindLocked(shard, address);
         if (slot != null)
@@ -440,7 +510,10 @@ internal sealed unsafe class AllocationTable
     /// <summary>Sets and clears flag bits of the record at address if it is still the block born at timeNs.</summary>
     public bool UpdateFlags(ulong address, ulong timeNs, ushort set, ushort clear)
     {
-        Shard* shard = &_shards[ShardOf(address)];
+        int s = ShardOf(address);
+        if (s < 0)
+            return false;
+        Shard* shard = &_shards[s];
         SpinLockWord.Enter(ref shard->Lock);
         IpRecord* slot = FindLocked(shard, address);
         bool same = slot != null && slot->TimeNs == timeNs;

@@ -144,7 +144,10 @@ internal sealed unsafe class InStopWork
             anyChanged |= changed[s] = Recorder.Table.VersionOf(s) != _shardVersions[s];
         ReadOnlySpan<HeapBlock> blocks = _index.Blocks;
         for (int k = 0; k < blocks.Length; k++)
-            _present[k] = !changed[AllocationTable.ShardOfAddress(blocks[k].Address)];
+        {
+            int shard = Recorder.Table.ShardOfAddress(blocks[k].Address); // >= 0: the block was recorded
+            _present[k] = shard >= 0 && !changed[shard];
+        }
         if (anyChanged)
         {
             var visitor = new ReconcileVisitor<TReader>(this, reader, maps);

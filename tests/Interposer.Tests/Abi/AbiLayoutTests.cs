@@ -188,6 +188,7 @@ public unsafe class AbiLayoutTests
             ["ControlPath"] = (byte*)c.ControlPath - b,
             ["Shards"] = (byte*)&c.Shards - b,
             ["Applied"] = (byte*)&c.Applied - b,
+            ["ShardMap"] = (byte*)&c.ShardMap - b,
         };
     }
 
@@ -409,22 +410,23 @@ public unsafe class AbiLayoutTests
         Assert.That(sizeof(IpFreeBatch) - 8, Is.EqualTo(layout.Consts["IP_FREE_BATCH"] * sizeof(IpFreeEntry)), "IpFreeBatch.Entry length");
     }
 
-    /// <summary>The shim stamps a free with a word it reads from the core's shard headers: the
-    /// stride, the word's offset and the shard choice must be the core's own.</summary>
+    /// <summary>The shim stamps a free with a word it reads from the core's shard headers, found
+    /// through the core's shard map: the stride, the word's offset, the map's size and the entry an
+    /// address reads must be the core's own.</summary>
     [Test]
-    public void ShardHeaderLayoutAndChoice_MatchTheCore()
+    public void ShardHeaderLayoutAndMap_MatchTheCore()
     {
         Layout layout = GetLayout();
         Assert.That((long)Interposer.Recording.AllocationTable.ShardHeaderSize, Is.EqualTo(layout.Consts["IP_SHARD_STRIDE"]), "IP_SHARD_STRIDE");
         Assert.That((long)Interposer.Recording.AllocationTable.ShardLastTimeOffset, Is.EqualTo(layout.Consts["IP_SHARD_TIME_OFFSET"]), "IP_SHARD_TIME_OFFSET");
         Assert.That((long)Interposer.Native.Abi.ShardRegionShift, Is.EqualTo(layout.Consts["IP_SHARD_REGION_SHIFT"]), "IP_SHARD_REGION_SHIFT");
-        Assert.That(Interposer.Recording.AllocationTable.ShardBits, Is.EqualTo(8), "abi_layout.c samples ip_shard_of with 8 bits");
-        var samples = layout.Consts.Where(kv => kv.Key.StartsWith("IP_SHARD_OF_", StringComparison.Ordinal)).ToList();
-        Assert.That(samples, Has.Count.EqualTo(5));
-        foreach (var (name, shard) in samples)
+        Assert.That((long)Interposer.Native.Abi.ShardMapBits, Is.EqualTo(layout.Consts["IP_SHARD_MAP_BITS"]), "IP_SHARD_MAP_BITS");
+        var samples = layout.Consts.Where(kv => kv.Key.StartsWith("IP_SHARD_MAP_INDEX_", StringComparison.Ordinal)).ToList();
+        Assert.That(samples, Has.Count.EqualTo(6));
+        foreach (var (name, index) in samples)
         {
-            ulong address = Convert.ToUInt64(name.Substring("IP_SHARD_OF_".Length), 16);
-            Assert.That((long)Interposer.Recording.AllocationTable.ShardOfAddress(address), Is.EqualTo(shard), name);
+            ulong address = Convert.ToUInt64(name.Substring("IP_SHARD_MAP_INDEX_".Length), 16);
+            Assert.That((long)Interposer.Recording.AllocationTable.ShardMapIndex(address), Is.EqualTo(index), name);
         }
     }
 

@@ -209,13 +209,12 @@ public unsafe class AllocationTableTests
     // home slot of a fresh 1024-slot shard from the bits below the top ShardBits of the Fibonacci
     // hash of address >> 4) to build runs of colliding addresses that cross the end of the slot
     // array, where backward-shift deletion needs its cyclic range test. (Addresses below 4 MiB
-    // all fall in shard 0.)
+    // are one region, so one shard.)
 
     private static ulong Hash(ulong address) => (address >> 4) * 0x9E3779B97F4A7C15UL;
-    private static int ShardOf(ulong address) => AllocationTable.ShardOfAddress(address);
     private static int HomeOf(ulong address) => (int)((Hash(address) << AllocationTable.ShardBits) >> 54);
 
-    /// <summary>Addresses in shard 0 whose home slot is one of homes, count of each.</summary>
+    /// <summary>Addresses in region 0 whose home slot is one of homes, count of each.</summary>
     private static List<ulong> Colliding(int[] homes, int each)
     {
         var want = homes.ToDictionary(h => h, _ => each);
@@ -223,8 +222,8 @@ public unsafe class AllocationTableTests
         for (ulong k = 1; want.Values.Any(v => v > 0); k++)
         {
             ulong a = k << 4;
-            if (ShardOf(a) != 0)
-                continue;
+            if ((a >> Interposer.Native.Abi.ShardRegionShift) != 0)
+                Assert.Fail("region 0 has too few addresses with those home slots");
             int home = HomeOf(a);
             if (want.TryGetValue(home, out int left) && left > 0)
             {
@@ -269,6 +268,81 @@ public unsafe class AllocationTableTests
             Assert.That(t.Remove(b, null), Is.True);
         Assert.That(t.Count, Is.Zero);
         Assert.That(t.Snapshot(), Is.Empty);
+    }
+
+    // ---- the shard map ----------------------------------------------------------------------------
+
+    private const ulong Region = 1UL << Interposer.Native.Abi.ShardRegionShift;
+
+    [Test]
+    public void Regions_GetShardsRoundRobin_InTheOrderTheyAreFirstUsed()
+    {
+        var t = new AllocationTable();
+        const ulong Base = 0x7f0000000000UL;
+        const int Usable = AllocationTable.ShardCount - 1;
+        Assert.That(t.ShardOfAddress(Base + 0x10), Is.EqualTo(-1), "a region never used has no shard");
+        for (int i = 0; i < Usable + 3; i++)
+        {
+            // Region i in reverse address order (first use decides, not the address), two blocks each.
+            ulong region = Base + (ulong)(Usable + 3 - i) * Region;
+            t.Insert(Rec(region + 0x40));
+            t.Insert(Rec(region + Region - 0x40));
+            Assert.That(t.ShardOfAddress(region + 0x40), Is.EqualTo(i % Usable), $"region {i}");
+            Assert.That(t.ShardOfAddress(region + 0x123450), Is.EqualTo(i % Usable), $"region {i}, anywhere in it");
+        }
+        Assert.That(t.Count, Is.EqualTo(2 * (Usable + 3)));
+        Assert.That(t.TryGet(Base + 0x40, out _), Is.False, "region 0 of Base was never used");
+    }
+
+    [Test]
+    public void UnusedRegion_RemovesFindsAndUpdatesNothing()
+    {
+        var t = new AllocationTable();
+        t.Insert(Rec(0x5000_0000_0040UL));
+        ulong other = 0x6000_0000_0040UL;
+        Assert.That(t.Remove(other, null), Is.False);
+        Assert.That(t.RemoveStamped(other, ulong.MaxValue, null), Is.False);
+        Assert.That(t.TryGet(other, out _), Is.False);
+        Assert.That(t.Update(other, 0, 1), Is.False);
+        Assert.That(t.UpdateFlags(other, 1, 1, 0), Is.False);
+        var entries = new IpFreeEntry[] { new() { Address = other, Stamp = ulong.MaxValue }, new() { Address = 0x5000_0000_0040UL, Stamp = ulong.MaxValue } };
+        fixed (IpFreeEntry* e = entries)
+            Assert.That(t.RemoveStamped(e, entries.Length), Is.EqualTo(1), "the entry in a used region is applied, the other skipped");
+        Assert.That(t.Count, Is.Zero);
+        Assert.That(t.ShardOfAddress(other), Is.EqualTo(-1), "a removal does not assign a shard");
+    }
+
+    [Test]
+    public void ConcurrentFirstUse_OfOneRegion_GivesEveryThreadTheSameShard()
+    {
+        // 8 threads race to insert the first blocks of the same fresh regions: each region must end
+        // with one shard, and every record must be found through it.
+        const int Threads = 8, Regions = 600;
+        var t = new AllocationTable();
+        using var start = new Barrier(Threads);
+        var threads = new Thread[Threads];
+        for (int k = 0; k < Threads; k++)
+        {
+            int id = k;
+            threads[k] = new Thread(() =>
+            {
+                start.SignalAndWait();
+                for (int r = 0; r < Regions; r++)
+                    t.Insert(Rec(0x10_0000_0000UL + (ulong)r * Region + (ulong)(id + 1) * 0x100, tid: id));
+            });
+            threads[k].Start();
+        }
+        foreach (Thread th in threads)
+            th.Join();
+        Assert.That(t.Count, Is.EqualTo(Threads * Regions));
+        for (int r = 0; r < Regions; r++)
+        {
+            ulong region = 0x10_0000_0000UL + (ulong)r * Region;
+            int shard = t.ShardOfAddress(region);
+            Assert.That(shard, Is.InRange(0, AllocationTable.ShardCount - 2), $"region {r}");
+            for (int id = 0; id < Threads; id++)
+                Assert.That(t.TryGet(region + (ulong)(id + 1) * 0x100, out _), Is.True, $"region {r}, thread {id}");
+        }
     }
 
     // ---- concurrency ----------------------------------------------------------------------------

@@ -109,6 +109,7 @@ int main(void)
     FIELD(ip_core_config, shard_bits);
     FIELD(ip_core_config, shards);
     FIELD(ip_core_config, applied);
+    FIELD(ip_core_config, shard_map);
 
     STRUCT(ip_stopped_thread);
     FIELD(ip_stopped_thread, tid);
@@ -201,9 +202,12 @@ int main(void)
     CONST(IP_SHARD_STRIDE);
     CONST(IP_SHARD_TIME_OFFSET);
     CONST(IP_SHARD_REGION_SHIFT);
-    /* The shim's shard choice, on sample addresses, with the core's 8 shard bits (AllocationTable.ShardOfAddress must agree). */
-    static const uint64_t samples[] = {0x10, 0x5597cc4a2ba0ull, 0x7fe7e0000b70ull, 0x7fe7e0400000ull, 0xffffffffffff0ull};
+    CONST(IP_SHARD_MAP_BITS);
+    /* The shim's shard map entry for sample addresses (AllocationTable.ShardMapIndex must agree). */
+    static const uint64_t samples[] = {0x10, 0x5597cc4a2ba0ull, 0x7fe7e0000b70ull, 0x7fe7e0400000ull,
+                                       0xffffffffffff0ull, 0xff7fe7e0400000ull};
     for (unsigned i = 0; i < sizeof samples / sizeof samples[0]; i++)
-        printf("const IP_SHARD_OF_%llx %u\n", (unsigned long long)samples[i], ip_shard_of(samples[i], 8));
+        printf("const IP_SHARD_MAP_INDEX_%llx %llu\n", (unsigned long long)samples[i],
+               (unsigned long long)ip_shard_map_index(samples[i]));
     return 0;
 }
