@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 5
+#define IP_ABI_VERSION 6
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -93,8 +93,15 @@ typedef struct ip_stopped_thread {
                                kernel put the signal frame below it, so [sp-128, sp) is intact) */
     uint64_t regs[18];      /* enum ip_stw_reg order; all 0 if state != 0 */
     uint64_t tcb;           /* the thread's TCB (fs base = pthread_self()); 0 if state != 0 */
-    uint64_t reserved;
+    uint64_t reason;        /* enum ip_stw_reason: why a RUNNING thread was not stopped */
 } ip_stopped_thread;
+
+/* ip_stopped_thread.reason; 0: stopped, exited, or RUNNING because it did not answer in time */
+enum ip_stw_reason {
+    IP_STW_REASON_SECCOMP = 1, /* RUNNING: it runs under a seccomp filter the program installed
+                                  after we started (or strict mode), so it was not signalled: the
+                                  stop handler's syscalls could get it killed */
+};
 
 /* Part of every thread's static TLS that belongs to Interposer (the shim's ip_tls with its walk
    cache, the core's thread statics): at tcb + offset, size bytes. Never scanned: it holds stale

@@ -52,7 +52,8 @@
 
 enum { PH_FREE = 0, PH_PENDING = 1, PH_CLAIMED = 2, PH_ARRIVED = 3, PH_LEFT = 4,
        PH_ABANDONED = 5, PH_EXITED = 6, PH_RETRY = 7 /* the park check said "not now" */,
-       PH_INTERNAL = 8 /* marked internal after it was listed: not reported */ };
+       PH_INTERNAL = 8 /* marked internal after it was listed: not reported */,
+       PH_SECCOMP = 9 /* under a seccomp filter of its own: never signalled (see SECCOMP) */ };
 #define W(g, ph) (((uint64_t)(g) << 32) | (uint64_t)(ph))
 
 typedef struct stw_slot {
@@ -380,6 +381,8 @@ typedef struct task_status {
     char state;         /* 'R', 'S', 'D', 'T', 't', 'Z', 'X', ... */
     uint64_t sigpnd;    /* thread-directed pending signals */
     uint64_t sigblk;    /* blocked signals */
+    int seccomp;        /* Seccomp: 0 off, 1 strict, 2 filter; -1 not shown */
+    int filters;        /* Seccomp_filters: (Linux 5.9+); -1 not shown */
 } task_status;
 
 static size_t put_uint(char *p, uint32_t v)
@@ -405,6 +408,14 @@ static uint64_t parse_hex(const char *p, const char *end)
             break;
         v = v << 4 | (uint64_t)d;
     }
+    return v;
+}
+
+static uint64_t parse_dec(const char *p, const char *end)
+{
+    uint64_t v = 0;
+    for (; p < end && *p >= '0' && *p <= '9' && v < 1000000000u; p++)
+        v = v * 10 + (uint64_t)(*p - '0');
     return v;
 }
 
@@ -436,6 +447,7 @@ static void read_task_status(int32_t tid, task_status *st)
     st->found = 0;
     st->state = '?';
     st->sigpnd = st->sigblk = 0;
+    st->seccomp = st->filters = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return;
@@ -456,6 +468,28 @@ static void read_task_status(int32_t tid, task_status *st)
         st->sigpnd = parse_hex(v, end);
     if ((v = status_field(buf, end, "SigBlk:")) != NULL)
         st->sigblk = parse_hex(v, end);
+    if ((v = status_field(buf, end, "Seccomp:")) != NULL && v < end && *v >= '0' && *v <= '9')
+        st->seccomp = (int)parse_dec(v, end);
+    if ((v = status_field(buf, end, "Seccomp_filters:")) != NULL && v < end && *v >= '0' && *v <= '9')
+        st->filters = (int)parse_dec(v, end);
+}
+
+/*
+ * SECCOMP. A thread that entered strict mode, or stacked a filter of its own after we started,
+ * may be killed by the first syscall our stop handler makes (gettid, futex): the program would
+ * lose that thread, or die (SECCOMP_RET_KILL_PROCESS). Such a thread is never signalled: it is
+ * reported RUNNING with IP_STW_REASON_SECCOMP and its stack is scanned as it runs. "Its own" =
+ * strict mode, another mode than the stopping thread's, or more filters (Seccomp_filters:)
+ * than it. Filters inherited at exec (a container's profile) are the stopping thread's too, and
+ * what runs under them runs us: their threads are stopped as before. A filter applied to every
+ * thread at once (SECCOMP_FILTER_FLAG_TSYNC) cannot be told apart this way.
+ */
+static int seccomp_own(const task_status *t, const task_status *self)
+{
+    if (!t->found || t->seccomp <= 0)
+        return 0;
+    return t->seccomp == 1 || t->seccomp != self->seccomp ||
+           (t->filters >= 0 && self->filters >= 0 && t->filters > self->filters);
 }
 
 static inline uint64_t sigbit(int signo) { return 1ull << (signo - 1); }
@@ -470,6 +504,7 @@ typedef struct stop_ctx {
     int cap;            /* slots this stop may use */
     int overflow;       /* more threads than cap */
     uint32_t resolved;  /* slots the stopper closed (exited, given up) */
+    task_status self_st; /* the stopping thread's own seccomp state (SECCOMP) */
     uint64_t start, deadline, grace;
 } stop_ctx;
 
@@ -559,14 +594,16 @@ static int list_and_signal(stop_ctx *c)
                 h = (h + 1) & (HASH_SIZE - 1);
             STORE(&s_hash[h], i + 1);
             added++;
-            if (was_outstanding(tid)) {
-                /* Given up last time: if our signal is still queued for it, do not queue another
-                   (real-time signals queue without limit but RLIMIT_SIGPENDING). */
-                task_status st;
-                read_task_status(tid, &st);
-                if (st.found && (st.sigpnd & sigbit(c->signo)))
-                    continue;
+            task_status st;
+            read_task_status(tid, &st);
+            if (seccomp_own(&st, &c->self_st)) {
+                close_slot(c, s, PH_SECCOMP);
+                continue;
             }
+            /* Given up last time: if our signal is still queued for it, do not queue another
+               (real-time signals queue without limit but RLIMIT_SIGPENDING). */
+            if (was_outstanding(tid) && st.found && (st.sigpnd & sigbit(c->signo)))
+                continue;
             if (syscall(SYS_tgkill, c->pid, tid, c->signo) != 0)
                 close_slot(c, s, errno == ESRCH ? PH_EXITED : PH_ABANDONED);
         }
@@ -697,6 +734,7 @@ int ip_stw_stop(ip_stopped_thread *out, int max, int timeout_ms)
     memset(&c, 0, sizeof c);
     c.pid = getpid();
     c.self = raw_gettid();
+    read_task_status(c.self, &c.self_st);
     c.signo = signo;
     c.cap = max < IP_STW_MAX_THREADS ? max : IP_STW_MAX_THREADS;
     c.start = now_ns();
@@ -783,6 +821,9 @@ int ip_stw_stop(ip_stopped_thread *out, int max, int timeout_ms)
             o->tcb = s->tcb;
         } else if (w == W(c.g, PH_EXITED)) {
             o->state = IP_STW_EXITED;
+        } else if (w == W(c.g, PH_SECCOMP)) {
+            o->state = IP_STW_RUNNING;
+            o->reason = IP_STW_REASON_SECCOMP;
         } else {
             o->state = IP_STW_RUNNING;
         }

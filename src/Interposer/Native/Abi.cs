@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 5;
+    public const uint AbiVersion = 6;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -84,6 +84,13 @@ internal enum StwState
     Exited = 2,
 }
 
+/// <summary>ip_stw_reason: why a Running thread was not stopped.</summary>
+internal enum StwReason : ulong
+{
+    None = 0,
+    Seccomp = 1,
+}
+
 internal enum StwReg
 {
     Rax = 0, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15, Rip, Rsp,
@@ -98,7 +105,7 @@ internal unsafe struct IpStoppedThread
     public ulong Sp;
     public fixed ulong Regs[18];
     public ulong Tcb;
-    public ulong Reserved;
+    public ulong Reason;
 }
 
 [StructLayout(LayoutKind.Sequential)]

@@ -313,8 +313,12 @@ internal static unsafe class LeakScanner
             {
                 notStopped++;
                 int tid = s_threads[i].Tid;
-                notes.Add($"thread {tid} (\"{ThreadComm(tid)}\") could not be stopped (it blocks signals or does not run); " +
-                          "its stack was scanned while it ran, a pointer it held in a register may have been missed");
+                notes.Add(s_threads[i].Reason == (ulong)StwReason.Seccomp
+                    ? $"thread {tid} (\"{ThreadComm(tid)}\") runs under a seccomp filter of its own (or strict mode) and was not stopped " +
+                      "(the stop signal's handler makes syscalls the filter may punish with death); " +
+                      "its stack was scanned while it ran, a pointer it held in a register may have been missed"
+                    : $"thread {tid} (\"{ThreadComm(tid)}\") could not be stopped (it blocks signals or does not run); " +
+                      "its stack was scanned while it ran, a pointer it held in a register may have been missed");
             }
         }
         foreach (Suppressions.Rule rule in s_suppressions.Rules)

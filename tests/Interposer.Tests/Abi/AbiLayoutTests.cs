@@ -331,6 +331,7 @@ public unsafe class AbiLayoutTests
             ("IP_STW_STOPPED", StwState.Stopped),
             ("IP_STW_RUNNING", StwState.Running),
             ("IP_STW_EXITED", StwState.Exited),
+            ("IP_STW_REASON_SECCOMP", StwReason.Seccomp),
             ("IP_STW_RAX", StwReg.Rax),
             ("IP_STW_RBX", StwReg.Rbx),
             ("IP_STW_RCX", StwReg.Rcx),
@@ -371,6 +372,7 @@ public unsafe class AbiLayoutTests
         ("ip_alloc_flags", typeof(AllocFlags), "IP_ALLOC_"),
         ("ip_annotation", typeof(Annotation), "IP_ANN_"),
         ("ip_stw_state", typeof(StwState), "IP_STW_"),
+        ("ip_stw_reason", typeof(StwReason), "IP_STW_REASON_"),
         ("ip_stw_reg", typeof(StwReg), "IP_STW_"),
     };
 

@@ -117,7 +117,7 @@ int main(void)
     FIELD(ip_stopped_thread, sp);
     FIELD(ip_stopped_thread, regs);
     FIELD(ip_stopped_thread, tcb);
-    FIELD(ip_stopped_thread, reserved);
+    FIELD(ip_stopped_thread, reason);
 
     STRUCT(ip_module);
     FIELD(ip_module, start);
@@ -175,6 +175,7 @@ int main(void)
     ENUM(IP_STW_STOPPED);
     ENUM(IP_STW_RUNNING);
     ENUM(IP_STW_EXITED);
+    ENUM(IP_STW_REASON_SECCOMP);
     ENUM(IP_STW_RAX);
     ENUM(IP_STW_RBX);
     ENUM(IP_STW_RCX);

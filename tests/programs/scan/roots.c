@@ -20,7 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "../interposer_test.h"
 
@@ -228,6 +233,74 @@ static void *specific_holder(void *arg)
 }
 
 /* Blocks every signal (so it cannot be stopped) and holds a block on its stack. */
+/* A thread under seccomp, the sandbox pattern: strict mode (read, write, exit only) or a filter
+   of its own that kills the thread on gettid. It holds a block from its stack, says it is ready
+   through memory (no futex: strict mode forbids it), blocks in read(), and after the scan writes
+   ALIVE and exits with the raw exit syscall. It never mallocs, so it never registers with us. */
+static int g_seccomp_pipe[2];
+static int g_seccomp_ready;
+static int g_seccomp_tid;
+static int g_seccomp_filter; /* 0: strict mode, 1: the gettid filter */
+static void *g_seccomp_block;
+
+static int enter_seccomp(void)
+{
+    if (!g_seccomp_filter)
+        return prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT);
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_gettid, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_THREAD),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof code / sizeof code[0]), code};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+
+static void *seccomp_holder(void *arg)
+{
+    (void)arg;
+    void *volatile held = g_seccomp_block;
+    g_seccomp_block = NULL;
+    g_seccomp_tid = (int)gettid();
+    if (enter_seccomp() != 0) {
+        perror("seccomp");
+        exit(4);
+    }
+    __atomic_store_n(&g_seccomp_ready, 1, __ATOMIC_RELEASE);
+    char c = 0;
+    while (read(g_seccomp_pipe[0], &c, 1) != 1)
+        ;
+    (void)held;
+    static const char alive[] = "ALIVE\n";
+    write(1, alive, sizeof alive - 1);
+    syscall(SYS_exit, 0);
+    return NULL;
+}
+
+static NOINLINE void seccomp_mode(int filter)
+{
+    pthread_t th;
+    g_seccomp_filter = filter;
+    if (pipe(g_seccomp_pipe) != 0)
+        exit(5);
+    uintptr_t m = leak_masked(120);
+    emit("KEEP", m);
+    store_unmasked(&g_seccomp_block, m);
+    m = 0;
+    pthread_create(&th, NULL, seccomp_holder, NULL);
+    while (!__atomic_load_n(&g_seccomp_ready, __ATOMIC_ACQUIRE))
+        usleep(1000);
+    printf("SECCOMP %d\n", g_seccomp_tid);
+    make_leak();
+    scan();
+    if (write(g_seccomp_pipe[1], "x", 1) != 1)
+        exit(6);
+    pthread_join(th, NULL);
+}
+
 static void *blocking_holder(void *arg)
 {
     (void)arg;
@@ -418,6 +491,8 @@ int main(int argc, char **argv)
         scan();
         release_all();
         pthread_join(th[0], NULL);
+    } else if (strcmp(mode, "seccomp_strict") == 0 || strcmp(mode, "seccomp_filter") == 0) {
+        seccomp_mode(mode[8] == 'f');
     } else if (strcmp(mode, "register") == 0) {
         pthread_create(&th[0], NULL, register_holder, NULL);
         while (!__atomic_load_n(&g_ready, __ATOMIC_ACQUIRE))
