@@ -80,6 +80,7 @@ static const ip_shim_api s_api = {
     .root_regions = ip_root_regions_copy,
     .pending_frees = ip_pending_frees_copy,
     .pending_free_covers = ip_pending_free_covers,
+    .stw_prepare = ip_stw_prepare,
 };
 static ip_shim_api s_api_live;
 

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 6
+#define IP_ABI_VERSION 7
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -337,6 +337,10 @@ typedef struct ip_shim_api {
        of that time found at address by an insert is one whose removal is pending, not a stale one.
        0 when none does; -1 when there are too many threads to ask (the answer is unknown). */
     int32_t (*pending_free_covers)(uint64_t address, uint64_t time_ns);
+    /* Before stw_stop, while the world still runs: reads which threads may be signalled (stw.c,
+       SECCOMP), so that the stop does not. Returns 0, or -1 (errno). Optional: stw_stop does it
+       itself when it was not called since the last stop. */
+    int32_t (*stw_prepare)(void);
 } ip_shim_api;
 
 /* Settings the core hands back to the shim at initialisation. */

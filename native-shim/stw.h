@@ -78,6 +78,10 @@ IP_HIDDEN int ip_stw_init(int signo);
    call ip_stw_resume. Async-signal-safe, but meant for the scanner thread. */
 IP_HIDDEN int ip_stw_stop(ip_stopped_thread *out, int max, int timeout_ms);
 
+/* Optional, before ip_stw_stop on the same thread: reads, while the world still runs, which
+   threads may be signalled (stw.c, SECCOMP). Returns 0, or -1 (errno). */
+IP_HIDDEN int ip_stw_prepare(void);
+
 /* Resumes every thread stopped by the last ip_stw_stop and waits (bounded by that stop's
    timeout, at least 100 ms) until each has left the handler. No-op when nothing is stopped. */
 IP_HIDDEN void ip_stw_resume(void);

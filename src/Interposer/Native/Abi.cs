@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 6;
+    public const uint AbiVersion = 7;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -222,6 +222,7 @@ internal unsafe struct IpShimApi
     public delegate* unmanaged<IpRegion*, int, int> RootRegions;
     public delegate* unmanaged<IpFreeEntry*, int, int> PendingFrees;
     public delegate* unmanaged<ulong, ulong, int> PendingFreeCovers;
+    public delegate* unmanaged<int> StwPrepare;
 }
 
 [StructLayout(LayoutKind.Sequential)]

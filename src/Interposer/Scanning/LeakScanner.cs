@@ -145,6 +145,8 @@ internal static unsafe class LeakScanner
         {
             s_maps.Prepare(attempt * 256 * 1024);
             work.Reset();
+            if (api->StwPrepare != null)
+                api->StwPrepare(); // who may be signalled (seccomp), read before the pause starts
             long stopCall = Stopwatch.GetTimestamp();
             stopped = api->StwStop(s_threads, MaxThreads, s_settings.StopTimeoutMs);
             // EAGAIN: a fork held our locks for the whole stop timeout (stw.c, "fork vs stop").

@@ -176,6 +176,7 @@ public unsafe class AbiLayoutTests
             ["RootRegions"] = (byte*)&a.RootRegions - b,
             ["PendingFrees"] = (byte*)&a.PendingFrees - b,
             ["PendingFreeCovers"] = (byte*)&a.PendingFreeCovers - b,
+            ["StwPrepare"] = (byte*)&a.StwPrepare - b,
         };
     }
 

@@ -74,6 +74,7 @@ int main(void)
     FIELD(ip_shim_api, root_regions);
     FIELD(ip_shim_api, pending_frees);
     FIELD(ip_shim_api, pending_free_covers);
+    FIELD(ip_shim_api, stw_prepare);
 
     STRUCT(ip_walk_cache);
     FIELD(ip_walk_cache, count);
