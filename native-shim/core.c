@@ -371,6 +371,7 @@ __attribute__((constructor)) static void ip_init(void)
     struct sigaction host_sigpipe;
     int have_sigpipe = sigaction(SIGPIPE, NULL, &host_sigpipe) == 0;
     ip_threads_init();
+    ip_fds_reserve();        /* before the first thread: growing the fd table then waits for nothing */
     ip_threads_find_count(); /* before the first internal thread (threads.c) */
     ip_gc_window_init();
     ip_regions_resolve();

@@ -28,15 +28,37 @@
 #include <unistd.h>
 #include "shim_internal.h"
 
-/* The lowest number ours may take: 64 below the soft descriptor limit (at most 2^16), or where
-   the descriptor was opened when the limit is too low for that. */
+/* The lowest number ours may take: 64 below min(soft descriptor limit, 1024), or where the
+   descriptor was opened when the limit is too low for that (at most 256).
+   Not near the limit itself: the kernel's descriptor table grows to cover the highest number in
+   use (8 bytes a slot, rounded up to a power of two), and growing it in a process with more than
+   one thread waits for an RCU grace period (expand_fdtable: synchronize_rcu), 10-27 ms here. At
+   64 below a soft limit of 20000 every process that loaded the library waited that long at
+   start-up, and kept a 256 KiB table. 960..1023 is above what a program's lowest-free-number
+   opens reach unless it holds ~900 descriptors, and the identity check covers the rest. */
 static int high_base(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
-        return 1024;
-    rlim_t top = rl.rlim_cur < (1u << 16) ? rl.rlim_cur : (1u << 16);
+    rlim_t top = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < top)
+        top = rl.rlim_cur;
     return top > 256 ? (int)(top - 64) : 0;
+}
+
+/* At start-up, while the process has one thread: grow the descriptor table to cover ours now,
+   when growing it waits for nothing (see high_base). A table already that large is left alone. */
+void ip_fds_reserve(void)
+{
+    int base = high_base();
+    if (base == 0)
+        return;
+    int any = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (any < 0)
+        return;
+    int top = fcntl(any, F_DUPFD_CLOEXEC, base + 63);
+    if (top >= 0)
+        close(top);
+    close(any);
 }
 
 int ip_fd_adopt(ip_fd *f, int fd)

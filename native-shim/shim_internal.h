@@ -191,6 +191,7 @@ IP_HIDDEN int ip_fd_adopt(ip_fd *f, int fd);   /* moves fd high, remembers it; -
 IP_HIDDEN int ip_fd_ours(const ip_fd *f);      /* 1: f->fd still names the file we opened */
 IP_HIDDEN void ip_fd_release(ip_fd *f);        /* closes f->fd only if still ours */
 IP_HIDDEN int ip_fds_patch_core(void *handle); /* the core's new descriptors go high too */
+IP_HIDDEN void ip_fds_reserve(void);          /* constructor, one thread: grow the fd table now */
 
 /* control.c: the control socket (kmemleak's debugfs file, for one process) */
 IP_HIDDEN void ip_control_open(int reopen);

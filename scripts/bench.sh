@@ -9,7 +9,8 @@
 #   2. churn timings: every workload under every configuration, BENCH_REPS rounds (default 5)
 #      interleaved (glibc, interposer, lsan, interposer unwinder=libunwind, unwinder=fp,
 #      glibc, ...), medians reported;
-#   3. peak RSS per live block: scripts/bench/live.c, glibc vs Interposer vs LSan.
+#   3. peak RSS per live block: scripts/bench/live.c, glibc vs Interposer vs LSan;
+#   4. process start-up and exit: scripts/bench/startup.c spawning /bin/true.
 # Prints markdown tables for scripts/bench/README.md on stdout; every run's raw result goes to
 # artifacts/bench/runs.tsv. About 2 minutes on a 2-core VM.
 #
@@ -72,7 +73,8 @@ build() {
     gcc "${cflags[@]}" -fno-omit-frame-pointer -pthread -o "$out/nofp/churn" "$src/churn.c" \
         -L"$out/nofp" -lbenchchain -Wl,-rpath,'$ORIGIN' &&
     cp "$out/nofp/churn" "$out/fp/churn" &&   # same binary; $ORIGIN picks the lib next to it
-    gcc "${cflags[@]}" -fno-omit-frame-pointer -o "$out/live" "$src/live.c"
+    gcc "${cflags[@]}" -fno-omit-frame-pointer -o "$out/live" "$src/live.c" &&
+    gcc "${cflags[@]}" -o "$out/startup" "$src/startup.c"
 }
 build || { echo "bench.sh: build failed" >&2; exit 1; }
 
@@ -224,6 +226,31 @@ for n in 0 "$live_blocks"; do
     done
 done
 
+# ---- 4. process start-up ---------------------------------------------------------------------
+# /bin/true, spawned one after the other by a parent that loads nothing (as a shell or make does),
+# each child with only the configuration's variables; BENCH_STARTUP spawns per round, 3 rounds
+# interleaved.
+startup_n=${BENCH_STARTUP:-40}
+start_configs=(glibc interposer lsan)
+[ "$have_lsan" = 1 ] || start_configs=(glibc interposer)
+[ -z "$cmp_shim" ] || start_configs+=(ip_compare)
+declare -A startup_ms
+echo "## Start-up: /bin/true x $startup_n, 3 rounds" >&2
+for r in 1 2 3; do
+    for cfg in "${start_configs[@]}"; do
+        case $cfg in
+            glibc)      vars=() ;;
+            interposer) vars=("LD_PRELOAD=$shim") ;;
+            ip_compare) vars=("LD_PRELOAD=$cmp_shim") ;;
+            lsan)       vars=("LD_PRELOAD=$lsan" "LSAN_OPTIONS=detect_leaks=0") ;;
+        esac
+        line=$(env -u LD_PRELOAD "$out/startup" "$startup_n" "${vars[@]}" -- /bin/true 2>/dev/null)
+        v=$(sed -n 's/.*ms_median=\([0-9.]*\).*/\1/p' <<<"$line")
+        printf 'startup\t%s\t%s\t%s\n' "$cfg" "$r" "${v:-nan}" >>"$runs"
+        startup_ms[$cfg]+="${v:-nan}"$'\n'
+    done
+done
+
 # ---- tables ----------------------------------------------------------------------------------
 elapsed=$((SECONDS - start_s))
 echo "Machine: $facts; load average at end: $(cut -d' ' -f1-3 /proc/loadavg); bench wall time ${elapsed} s. Interposer: $built."
@@ -280,6 +307,16 @@ for cfg in "${rss_configs[@]}"; do
     awk -v z="${rss[$cfg,0]}" -v n="${rss[$cfg,$live_blocks]}" -v gz="${rss[glibc,0]}" -v gn="${rss[glibc,$live_blocks]}" \
         -v L="$live_blocks" -v name="$cfg" -v t="${fill[$cfg,$live_blocks]}" 'BEGIN {
         printf "| %s | %.1f | %.1f | %.1f | %.1f | %.0f |\n", name, z / 1024, n / 1024, (n - gn) * 1024 / L, ((n - z) - (gn - gz)) * 1024 / L, t }'
+done
+echo
+echo "### Process start-up and exit (/bin/true spawned $startup_n times by a parent that loads nothing; ms, median of 3 rounds of per-spawn medians)"
+echo
+echo "| configuration | ms per process | minus glibc |"
+echo "|---|---:|---:|"
+sg=$(printf '%s' "${startup_ms[glibc]}" | median)
+for cfg in "${start_configs[@]}"; do
+    v=$(printf '%s' "${startup_ms[$cfg]}" | median)
+    awk -v v="$v" -v g="$sg" -v name="$cfg" 'BEGIN { if (v == "nan") printf "| %s | n/a | n/a |\n", name; else printf "| %s | %.2f | %.2f |\n", name, v, v - g }'
 done
 echo
 [ "$check_ok" = 1 ] && echo "Checks: churn under INTERPOSER_OPTIONS=verbosity=2 exited 0 (1 and 8 threads)." \
