@@ -9,6 +9,12 @@ namespace Interposer.Recording;
 
 internal static class SpinLockWord
 {
+    private static long s_waits;
+
+    /// <summary>Enters that found the lock taken (racy sum; the verbosity=2 statistics). Counted on
+    /// the contended path only: the uncontended enter stays one CAS.</summary>
+    public static long Waits => Volatile.Read(ref s_waits);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Enter(ref int word)
     {
@@ -20,6 +26,7 @@ internal static class SpinLockWord
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void EnterContended(ref int word)
     {
+        Interlocked.Increment(ref s_waits);
         int spins = 0;
         while (true)
         {
