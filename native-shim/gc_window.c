@@ -30,10 +30,13 @@
  * the child disables tracking instead of entering the core (ip_gc_window_fork_enter returns 0).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 #include "shim_internal.h"
@@ -44,6 +47,7 @@
 
 int g_ip_gc_window;                            /* > 0 while the core may collect */
 static ip_thread *s_published[IP_MAX_PUBLISHED]; /* live host threads' TLS, by registry index */
+static int32_t s_published_tid[IP_MAX_PUBLISHED]; /* their tids, kept outside their TLS (RAW EXITS) */
 static int s_have_membarrier;
 static int s_scanning;                         /* an opener is reading s_published (see unpublish) */
 static int s_forking;                          /* forks between their prepare and parent handlers */
@@ -59,6 +63,7 @@ void ip_threads_publish(ip_thread *t, uint32_t index)
 {
     if (index >= IP_MAX_PUBLISHED)
         return;
+    __atomic_store_n(&s_published_tid[index], t->tid, __ATOMIC_RELAXED);
     __atomic_store_n(&s_published[index], t, __ATOMIC_RELEASE);
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_RELAXED);
     while (end < index + 1 &&
@@ -76,6 +81,36 @@ void ip_threads_unpublish(ip_thread *t)
     __atomic_store_n(&s_published[index], NULL, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&s_scanning, __ATOMIC_SEQ_CST) != 0)
         sched_yield();
+}
+
+/*
+ * RAW EXITS. A thread that leaves with the raw exit syscall (the seccomp strict-mode sandbox:
+ * only read, write and exit are allowed) runs no destructor, so it never unpublishes itself.
+ * Once it is joined, glibc may unmap its stack, TLS included (past its 40 MiB stack cache): the
+ * next scan's window opener read its guard and died of SIGSEGV. Before any read of a published
+ * thread's TLS, its tid field is read with process_vm_readv, which fails where a load would fault:
+ * unmapped, or now another thread's (glibc reuses cached stacks, zeroed), the entry is dropped.
+ * A thread that exited this way but whose TLS is still mapped keeps its entry: what it holds is
+ * still true (its pending removals are real frees). Where process_vm_readv is refused (a
+ * seccomp filter), the check says yes, as before it existed.
+ * Worse, such a thread was attached to the NativeAOT runtime (its first event entered the core)
+ * and is never detached: the runtime's Thread lives in that TLS too, and its next GC waits for it
+ * for ever (seen: SuspendAllThreads spinning, and every host thread then stuck in a hook waiting
+ * for the GC). Hooks never allocate managed memory, so recording goes on; but the work that may
+ * collect (scans, dumps, at-exit work, control commands) is refused for good once the window
+ * opener finds a registered thread gone: ip_gc_window returns 0 and says why, once.
+ */
+static int32_t s_raw_exited; /* tid of a registered thread found gone without its destructors */
+static int tls_still_of(uint32_t index, ip_thread *t)
+{
+    int32_t want = __atomic_load_n(&s_published_tid[index], __ATOMIC_RELAXED), seen = 0;
+    struct iovec local = {&seen, sizeof seen};
+    struct iovec remote = {&t->tid, sizeof seen};
+    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+    if (n == (ssize_t)sizeof seen ? seen == want : n < 0 && errno != EFAULT)
+        return 1;
+    __atomic_compare_exchange_n(&s_published[index], &t, NULL, 0, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+    return 0;
 }
 
 /* One seqlock read of t's batch (see ip_free_batch) into out[0, max); returns the entries read,
@@ -108,7 +143,7 @@ static int visit_batches(uint32_t end, int (*visit)(const ip_free_entry *, int, 
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
+        if (t == NULL || !tls_still_of(i, t) || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
             continue;
         int n = read_batch(t, one, IP_FREE_BATCH);
         if (n > 0 && (answer = visit(one, n, ctx)) != 0)
@@ -149,7 +184,13 @@ void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_e
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = s_published[i];
-        if (t == NULL || t == self)
+        if (t == self) {
+            /* The forking thread lives on with a new tid: its entry (and its events) say so. */
+            self->tid = (int)syscall(SYS_gettid);
+            __atomic_store_n(&s_published_tid[i], self->tid, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (t == NULL || !tls_still_of(i, t))
             continue;
         uint32_t n = t->frees.count;
         if (n != 0 && apply != NULL)
@@ -203,12 +244,42 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void ip_gc_window(int32_t open)
+/* RAW EXITS: a registered thread that ended without its destructors (still published, its tid
+   gone or its TLS no longer its own). Once found, for good. */
+static int runtime_poisoned(void)
+{
+    if (__atomic_load_n(&s_raw_exited, __ATOMIC_ACQUIRE) != 0)
+        return 1;
+    pid_t pid = getpid();
+    int32_t gone = 0;
+    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
+    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    for (uint32_t i = 1; i < end && gone == 0; i++) {
+        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
+        int32_t tid = __atomic_load_n(&s_published_tid[i], __ATOMIC_RELAXED);
+        if (t != NULL && t != &ip_tls &&
+            (!tls_still_of(i, t) || (syscall(SYS_tgkill, pid, tid, 0) != 0 && errno == ESRCH)))
+            gone = tid > 0 ? tid : -1;
+    }
+    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    int32_t none = 0;
+    if (gone != 0 && __atomic_compare_exchange_n(&s_raw_exited, &none, gone, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "thread %d ended without its destructors (the raw exit syscall, or a "
+                 "seccomp kill), still attached to the runtime inside the library: ", (int)gone);
+        ip_message(msg, "leak scans, dumps and at-exit work are off for this process (recording goes on)");
+    }
+    return gone != 0;
+}
+
+int32_t ip_gc_window(int32_t open)
 {
     if (!open) {
         __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_RELEASE);
-        return;
+        return 1;
     }
+    if (runtime_poisoned())
+        return 0;
     while (1) {
         __atomic_add_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&s_forking, __ATOMIC_SEQ_CST) == 0)
@@ -228,12 +299,13 @@ void ip_gc_window(int32_t open)
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || t == &ip_tls)
+        if (t == NULL || t == &ip_tls || !tls_still_of(i, t))
             continue;
         while (__atomic_load_n(&t->guard, __ATOMIC_ACQUIRE) == 1 && now_ns() < deadline)
             sched_yield();
     }
     __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    return 1;
 }
 
 int ip_gc_window_fork_enter(void)

@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 7
+#define IP_ABI_VERSION 8
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -306,8 +306,11 @@ typedef struct ip_shim_api {
     /* open = 1: before managed work that may start a GC (dumps, exit). Marks the window open and
        waits (bounded) until no host thread is inside a hook unprotected; hooks entered from then
        on disable pthread cancellation, because a hook that waits for the GC waits in
-       pthread_cond_wait, a cancellation point that malloc must never be. open = 0: close it. */
-    void (*gc_window)(int32_t open);
+       pthread_cond_wait, a cancellation point that malloc must never be. open = 0: close it.
+       Returns 1 (opened, or closed), or 0 when open = 1 is refused for good: a registered
+       thread ended without its destructors, and the runtime would wait for it at its next GC
+       (gc_window.c, RAW EXITS); the caller must then skip the managed work. */
+    int32_t (*gc_window)(int32_t open);
     /* Stop every thread except the caller and the internal ones (stw.h: ip_stw_stop). Returns the
        number of entries written to out, or -1 (errno). Must be followed by stw_resume. */
     int32_t (*stw_stop)(ip_stopped_thread *out, int32_t max, int32_t timeout_ms);

@@ -67,7 +67,7 @@ extern void *__libc_pvalloc(size_t);
 extern int g_ip_gc_window;
 IP_HIDDEN void ip_hook_protect(ip_thread *t);
 IP_HIDDEN void ip_hook_unprotect(ip_thread *t);
-IP_HIDDEN void ip_gc_window(int32_t open);
+IP_HIDDEN int32_t ip_gc_window(int32_t open);
 IP_HIDDEN void ip_gc_window_init(void);
 /* fork_prepare / fork_parent+child: fork and the GC window exclude each other (gc_window.c).
    enter returns 0 when a window stayed open: the child must not enter the core. */

@@ -124,8 +124,10 @@ internal static unsafe class Exports
         try
         {
             Recorder.CatchUp();
-            using (new GcWindow())
+            using (var window = new GcWindow())
             {
+                if (!window.Open)
+                    return 0;
                 if (s_settings.ReportAtExit)
                     LeakScanner.Run(ScanReason.Exit);
                 if (s_settings.DumpAtExit.Length > 0)
@@ -144,6 +146,8 @@ internal static unsafe class Exports
         try
         {
             using var window = new GcWindow();
+            if (!window.Open)
+                return -1;
             return LeakScanner.Run((ScanReason)reason);
         }
         catch (Exception e)
@@ -162,11 +166,20 @@ internal static unsafe class Exports
         try
         {
             using var window = new GcWindow();
-            string line = Marshal.PtrToStringUTF8((IntPtr)command) ?? "";
-            int interval = *scanIntervalS;
-            answer = Control.ControlServer.Execute(line, s_settings, ref interval);
-            *scanIntervalS = interval;
-            rc = answer.StartsWith("error", StringComparison.Ordinal) ? -1 : 0;
+            if (!window.Open)
+            {
+                // No managed allocation from here on: a GC would wait for the dead thread.
+                answer = "error: the runtime inside the library can no longer collect (a thread ended without its destructors; see stderr)\n";
+                rc = -1;
+            }
+            else
+            {
+                string line = Marshal.PtrToStringUTF8((IntPtr)command) ?? "";
+                int interval = *scanIntervalS;
+                answer = Control.ControlServer.Execute(line, s_settings, ref interval);
+                *scanIntervalS = interval;
+                rc = answer.StartsWith("error", StringComparison.Ordinal) ? -1 : 0;
+            }
         }
         catch (Exception e)
         {
@@ -222,6 +235,8 @@ internal static unsafe class Exports
         {
             Recorder.CatchUp();
             using var window = new GcWindow();
+            if (!window.Open)
+                return -1;
             string? p = Marshal.PtrToStringUTF8((IntPtr)path);
             return LiveDump.Write(string.IsNullOrEmpty(p) ? "-" : p);
         }
@@ -231,8 +246,13 @@ internal static unsafe class Exports
     /// <summary>Brackets managed work that may start a GC (see native-shim/gc_window.c).</summary>
     private readonly ref struct GcWindow
     {
-        public GcWindow() => Recorder.OpenGcWindow(1);
-        public void Dispose() => Recorder.OpenGcWindow(0);
+        public readonly bool Open;
+        public GcWindow() => Open = Recorder.OpenGcWindow(1);
+        public void Dispose()
+        {
+            if (Open)
+                Recorder.OpenGcWindow(0);
+        }
     }
 
     private static int Fail(Exception e)

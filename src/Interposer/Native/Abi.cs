@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 7;
+    public const uint AbiVersion = 8;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -209,7 +209,7 @@ internal unsafe struct IpShimApi
     public delegate* unmanaged<byte*, void> Disable;
     public delegate* unmanaged<void**, int, int> UnwBacktrace;
     public ulong* DeferredDropped;
-    public delegate* unmanaged<int, void> GcWindow;
+    public delegate* unmanaged<int, int> GcWindow;
     public delegate* unmanaged<IpStoppedThread*, int, int, int> StwStop;
     public delegate* unmanaged<void> StwResume;
     public delegate* unmanaged<IpRegion*, int, int> ProgramRegions;

@@ -386,12 +386,12 @@ internal static unsafe class Recorder
         SpinLockWord.Exit(ref s_replayLock);
     }
 
-    /// <summary>Opens (1) or closes (0) the shim's GC window around managed work that may collect.</summary>
-    public static void OpenGcWindow(int open)
-    {
-        if (s_api != null && s_api->GcWindow != null)
-            s_api->GcWindow(open);
-    }
+    /// <summary>Opens (1) or closes (0) the shim's GC window around managed work that may collect.
+    /// False when opening is refused for good: a registered thread ended without its destructors
+    /// and the runtime would wait for it at its next GC (native-shim/gc_window.c, RAW EXITS); the
+    /// caller must not do the work.</summary>
+    public static bool OpenGcWindow(int open) =>
+        s_api == null || s_api->GcWindow == null || s_api->GcWindow(open) != 0;
 
     public static void Disable(string reason)
     {

@@ -4,6 +4,7 @@
 // (no crash, no hang), exit 0 and print what it prints without the library.
 // (Requirement 2 of the end-to-end suite.)
 using System.Collections.Generic;
+using System.Linq;
 using Interposer.Tests.Support;
 using NUnit.Framework;
 
@@ -96,6 +97,25 @@ public sealed class HazardTests
         RunResult r = RunHazard(E2E.Build("main_pthread_exit.c"), "4");
         Assert.That(r.Stdout, Does.StartWith("main exits\nworker 0: sum "));
         Assert.That(r.Stdout, Does.Contain("worker 3: sum "));
+    }
+
+    /// <summary>Threads that end with the raw exit syscall (seccomp strict mode's only way out)
+    /// run no destructor: they stay published, and attached to the runtime, while glibc unmaps
+    /// or reuses their stacks. The next scan read their TLS and died of SIGSEGV; past that, the
+    /// runtime's GC waited for them for ever (gc_window.c, RAW EXITS). Now the program runs as
+    /// without us, and the library says once that scans are off.</summary>
+    [Test]
+    public void ThreadsThatExitWithTheRawSyscall_ThenAScan_NoCrashNoHang_ScansOffWithAReason()
+    {
+        string program = E2E.Build("raw_exit.c");
+        var (plain, preloaded) = E2E.RunBoth(program, "", timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(plain, "without the library");
+        E2E.AssertCleanExit(preloaded, "with the library");
+        Assert.That(preloaded.Stdout, Is.EqualTo(plain.Stdout), "stdout changed under the library");
+        Assert.That(preloaded.Stdout, Is.EqualTo("threads 40\nscan done\n"));
+        Assert.That(preloaded.Stderr.Split('\n').Count(l => l.Contains("ended without its destructors")), Is.EqualTo(1),
+                    "one message saying why scans are off:\n" + preloaded.Stderr);
+        Assert.That(preloaded.Stderr, Does.Contain("leak scans, dumps and at-exit work are off for this process"));
     }
 
     [Test]
