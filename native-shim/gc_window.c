@@ -87,9 +87,14 @@ void ip_threads_unpublish(ip_thread *t)
  * RAW EXITS. A thread that leaves with the raw exit syscall (the seccomp strict-mode sandbox:
  * only read, write and exit are allowed) runs no destructor, so it never unpublishes itself.
  * Once it is joined, glibc may unmap its stack, TLS included (past its 40 MiB stack cache): the
- * next scan's window opener read its guard and died of SIGSEGV. Before any read of a published
- * thread's TLS, its tid field is read with process_vm_readv, which fails where a load would fault:
- * unmapped, or now another thread's (glibc reuses cached stacks, zeroed), the entry is dropped.
+ * next scan's window opener read its guard and died of SIGSEGV. The window opener (and a fork
+ * child's clean-up) first reads each published thread's tid field with process_vm_readv, which
+ * fails where a load would fault: unmapped, or now another thread's (glibc reuses cached stacks,
+ * zeroed), the entry is dropped. Not visit_batches: asked on every insert that replaces a record
+ * (a producer frees what a consumer allocated), one syscall a thread made a producer/consumer
+ * pair 3.4x slower. A scan's visit follows the opener's check; a replacement check that comes
+ * after a raw exit and the join that unmapped its stack, but before any window, still reads that
+ * TLS unchecked and can fault (not seen; closing it needs the join itself interposed).
  * A thread that exited this way but whose TLS is still mapped keeps its entry: what it holds is
  * still true (its pending removals are real frees). Where process_vm_readv is refused (a
  * seccomp filter), the check says yes, as before it existed.
@@ -143,7 +148,7 @@ static int visit_batches(uint32_t end, int (*visit)(const ip_free_entry *, int, 
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || !tls_still_of(i, t) || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
+        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
             continue;
         int n = read_batch(t, one, IP_FREE_BATCH);
         if (n > 0 && (answer = visit(one, n, ctx)) != 0)
@@ -244,32 +249,16 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* RAW EXITS: a registered thread that ended without its destructors (still published, its tid
-   gone or its TLS no longer its own). Once found, for good. */
-static int runtime_poisoned(void)
+/* RAW EXITS: say once why the window stays shut from now on. */
+static void note_raw_exit(int32_t tid)
 {
-    if (__atomic_load_n(&s_raw_exited, __ATOMIC_ACQUIRE) != 0)
-        return 1;
-    pid_t pid = getpid();
-    int32_t gone = 0;
-    uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
-    __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
-    for (uint32_t i = 1; i < end && gone == 0; i++) {
-        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        int32_t tid = __atomic_load_n(&s_published_tid[i], __ATOMIC_RELAXED);
-        if (t != NULL && t != &ip_tls &&
-            (!tls_still_of(i, t) || (syscall(SYS_tgkill, pid, tid, 0) != 0 && errno == ESRCH)))
-            gone = tid > 0 ? tid : -1;
-    }
-    __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
     int32_t none = 0;
-    if (gone != 0 && __atomic_compare_exchange_n(&s_raw_exited, &none, gone, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "thread %d ended without its destructors (the raw exit syscall, or a "
-                 "seccomp kill), still attached to the runtime inside the library: ", (int)gone);
-        ip_message(msg, "leak scans, dumps and at-exit work are off for this process (recording goes on)");
-    }
-    return gone != 0;
+    if (!__atomic_compare_exchange_n(&s_raw_exited, &none, tid, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    char msg[160];
+    snprintf(msg, sizeof msg, "thread %d ended without its destructors (the raw exit syscall, or a "
+             "seccomp kill), still attached to the runtime inside the library: ", (int)tid);
+    ip_message(msg, "leak scans, dumps and at-exit work are off for this process (recording goes on)");
 }
 
 int32_t ip_gc_window(int32_t open)
@@ -278,7 +267,7 @@ int32_t ip_gc_window(int32_t open)
         __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_RELEASE);
         return 1;
     }
-    if (runtime_poisoned())
+    if (__atomic_load_n(&s_raw_exited, __ATOMIC_ACQUIRE) != 0)
         return 0;
     while (1) {
         __atomic_add_fetch(&g_ip_gc_window, 1, __ATOMIC_SEQ_CST);
@@ -295,16 +284,28 @@ int32_t ip_gc_window(int32_t open)
         nanosleep(&pause, NULL);
     }
     uint64_t deadline = now_ns() + IP_WINDOW_WAIT_NS;
+    pid_t pid = getpid();
+    int32_t gone = 0;
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_ACQUIRE);
     for (uint32_t i = 1; i < end; i++) {
         ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || t == &ip_tls || !tls_still_of(i, t))
+        int32_t tid = __atomic_load_n(&s_published_tid[i], __ATOMIC_RELAXED);
+        if (t == NULL || t == &ip_tls)
             continue;
+        if (!tls_still_of(i, t) || (syscall(SYS_tgkill, pid, tid, 0) != 0 && errno == ESRCH)) {
+            gone = tid > 0 ? tid : -1; /* RAW EXITS */
+            continue;
+        }
         while (__atomic_load_n(&t->guard, __ATOMIC_ACQUIRE) == 1 && now_ns() < deadline)
             sched_yield();
     }
     __atomic_sub_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
+    if (gone != 0) {
+        note_raw_exit(gone);
+        __atomic_sub_fetch(&g_ip_gc_window, 1, __ATOMIC_RELEASE); /* shut again: the caller skips its work */
+        return 0;
+    }
     return 1;
 }
 
