@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 8
+#define IP_ABI_VERSION 9
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -132,6 +132,13 @@ typedef struct ip_region {
  * Zero-initialised = empty. Level k of
  * the walk is at index base + k of the five level arrays, which are twice the deepest walk so a
  * new walk can reuse the old one's outer levels without moving them (LAYOUT in WalkCache.cs).
+ *
+ * WHOLE HIT. When check_valid is 1, the stored walk is still exactly what a walk from
+ * (pc[base], sp[base], bp) would give iff every *check_addr[i] == check_val[i] (i < check_count,
+ * a multiple of 4) and, when bp0_needed, bp == bp[base]; the frames are then stack_id's, provided
+ * count >= max_frames or complete. The shim makes this check itself before it enters the core
+ * (malloc.c: whole_hit), so a repeated call chain costs no unwinder work; on a hit it sets
+ * bp[base] = bp, as the core's own hit does. Everything else in the page is the core's.
  */
 typedef struct ip_walk_cache {
     int32_t count;      /* levels stored */
@@ -236,6 +243,9 @@ typedef struct ip_alloc_event {
     uint16_t kind;      /* enum ip_event_kind */
     uint16_t nframes;   /* number of entries in frames */
     uint32_t flags;     /* enum ip_alloc_flags */
+    uint32_t stack_id;  /* non-zero: the shim found a whole hit in walk_cache (ip_core_config.
+                           whole_hit_frames); this is its depot id and pc/sp/bp are not walked */
+    uint32_t reserved;
 } ip_alloc_event;
 
 /* ip_alloc_event.flags */
@@ -362,6 +372,9 @@ typedef struct ip_core_config {
     const uint8_t *shards;  /* its shard headers (IP_SHARD_STRIDE bytes each) */
     const uint64_t *applied; /* deferred entries the core has applied (compare: deferred_enqueued) */
     const uint8_t *shard_map; /* region -> 1 + shard (SHARD MAP above), 1 << IP_SHARD_MAP_BITS bytes */
+    int32_t whole_hit_frames; /* > 0: the fast unwinder's max_frames; the shim tries a walk cache's
+                                 whole hit itself (WHOLE HIT above ip_walk_cache). 0: never */
+    int32_t reserved;
 } ip_core_config;
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */

@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include "interposer_abi.h"
 #include "stw.h"
 
@@ -48,6 +49,8 @@ typedef struct ip_thread {
                                   mapping made when the thread registers, unmapped when it exits
                                   (NULL: none; the core then walks without reuse). Not in TLS:
                                   it is ~3.6 KB, and static TLS comes out of every thread's stack */
+    int *errno_loc;     /* &errno, set when the thread registers: the malloc path saves and
+                           restores errno without a call to __errno_location */
 } ip_thread;
 
 extern __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));
@@ -138,7 +141,19 @@ IP_HIDDEN void ip_threads_learn_lock(uint64_t pthread_size); /* constructor, und
 IP_HIDDEN void ip_threads_find_count(void);       /* constructor, before any thread of ours */
 IP_HIDDEN void ip_threads_learn_hook(ip_thread *t); /* route_slow, internal threads */
 IP_HIDDEN void ip_threads_init(void);
-IP_HIDDEN uint64_t ip_now_ns(void);
+/* The record time: CLOCK_MONOTONIC_COARSE (1-4 ms resolution is plenty for ages; record order
+   comes from the table's per-shard times, not from this). g_ip_clock is the vDSO's own
+   clock_gettime once ip_threads_init found it (glibc's wrapper until then, or for good when the
+   vDSO is absent): ~10 fewer instructions per malloc than the wrapper. */
+typedef int (*ip_clock_fn)(clockid_t, struct timespec *);
+IP_HIDDEN extern ip_clock_fn g_ip_clock;
+static inline __attribute__((always_inline)) uint64_t ip_now_ns(void)
+{
+    struct timespec ts;
+    if (__builtin_expect(g_ip_clock(CLOCK_MONOTONIC_COARSE, &ts) != 0, 0))
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* core.c: the loaded managed core */
 typedef struct ip_core {

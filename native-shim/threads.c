@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <link.h>
 #include <pthread.h>
 #include <string.h>
@@ -29,11 +30,20 @@ static pthread_key_t s_exit_key;   /* destructor marks the thread exiting; creat
 extern void *__dso_handle;
 extern int __cxa_thread_atexit_impl(void (*fn)(void *), void *arg, void *dso);
 
-uint64_t ip_now_ns(void)
+ip_clock_fn g_ip_clock = clock_gettime;
+
+/* The vDSO's clock_gettime, called directly (ip_now_ns). glibc lists the vDSO among the loaded
+   objects under its soname, so RTLD_NOLOAD finds it without loading anything. */
+static void find_vdso_clock(void)
 {
+    void *vdso = dlopen("linux-vdso.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (vdso == NULL)
+        return;
+    ip_clock_fn f = (ip_clock_fn)dlsym(vdso, "__vdso_clock_gettime");
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* vDSO, ~5 ns; 1-4 ms resolution is plenty for ages */
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (f != NULL && f(CLOCK_MONOTONIC_COARSE, &ts) == 0)
+        __atomic_store_n(&g_ip_clock, f, __ATOMIC_RELEASE);
+    /* No dlclose: the handle only counts a reference to an object that is never unloaded. */
 }
 
 static void mark_exiting(void *unused)
@@ -166,6 +176,7 @@ int ip_thread_may_register(uint64_t pc)
 void ip_threads_init(void)
 {
     pthread_key_create(&s_exit_key, mark_exiting);
+    find_vdso_clock();
 }
 
 /* The calling thread's stack, [*lo, *hi) (unchanged when pthread_getattr_np fails). */
@@ -193,6 +204,7 @@ void ip_thread_register(void)
         return;
     t->guard = 1;
     t->tid = (int)gettid();
+    t->errno_loc = &errno;
     stack_bounds(&t->stack_lo, &t->stack_hi);
     char name[17] = {0};
     prctl(PR_GET_NAME, name, 0, 0, 0);

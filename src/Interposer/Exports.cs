@@ -47,6 +47,7 @@ internal static unsafe class Exports
             config->Shards = Recorder.Table.ShardHeaders;
             config->Applied = Recorder.AppliedCounter;
             config->ShardMap = Recorder.Table.ShardMap;
+            config->WholeHitFrames = Recorder.WholeHitFrames;
             string controlPath = s_settings.ControlPathOrDefault();
             int pathBytes = System.Text.Encoding.UTF8.GetByteCount(controlPath);
             if (s_settings.Control && pathBytes < 100)

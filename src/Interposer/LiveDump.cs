@@ -42,5 +42,6 @@ internal static unsafe class LiveDump
         $"stale records replaced: {Recorder.ReplacedRecords}, " +
         (Recorder.ReplacedUnchecked != 0 ? $"records replaced unchecked (too many threads): {Recorder.ReplacedUnchecked}, " : "") +
         $"replay waits given up: {Recorder.ReplayGaveUp}, " +
-        $"table bytes: {Recorder.Table.SlotBytes}, lock waits: {SpinLockWord.Waits}";
+        $"table bytes: {Recorder.Table.SlotBytes}, lock waits: {SpinLockWord.Waits}, " +
+        $"backtraces walked: {Recorder.StackWalks}";
 }

@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 8;
+    public const uint AbiVersion = 9;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -151,6 +151,8 @@ internal unsafe struct IpAllocEvent
     public ushort Kind;
     public ushort NFrames;
     public uint Flags;
+    public uint StackId;     // non-zero: the shim's whole hit (ip_core_config.whole_hit_frames)
+    public uint Reserved;
 }
 
 /// <summary>One live block's metadata (ip_record). Stored by value in the allocation table.</summary>
@@ -242,4 +244,6 @@ internal unsafe struct IpCoreConfig
     public byte* Shards;
     public ulong* Applied;
     public byte* ShardMap;
+    public int WholeHitFrames;
+    public int Reserved;
 }

@@ -175,6 +175,9 @@ internal sealed unsafe class AllocationTable
 
     // ownStamp: this thread's own pending removal of record.Address (0: none). A record there as
     // old as it is the block this thread freed: overwritten in place, not a replacement.
+    // Inlined into its callers (the pair's path: one frame for the removal and the insert); the
+    // rare outcomes (growth, a record already there) have frames of their own.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private bool InsertLocked(Shard* shard, ulong h, in IpRecord record, IpRecord* replaced, ReplacedKind* stale,
                               ulong ownStamp = 0)
     {
@@ -183,10 +186,12 @@ internal sealed unsafe class AllocationTable
             _failed = true;
             return false;
         }
-        ulong time = record.TimeNs > shard->LastTime ? record.TimeNs : shard->LastTime + 1;
+        ulong last = shard->LastTime;
+        ulong time = record.TimeNs > last ? record.TimeNs : last + 1;
         Volatile.Write(ref shard->LastTime, time);
-        int mask = (1 << shard->CapacityBits) - 1;
-        int i = SlotOf(h, shard->CapacityBits);
+        int bits = shard->CapacityBits;
+        int mask = (1 << bits) - 1;
+        int i = SlotOf(h, bits);
         IpRecord* slots = shard->Slots;
         while (true)
         {
@@ -200,25 +205,29 @@ internal sealed unsafe class AllocationTable
                 return false;
             }
             if (a == record.Address)
-            {
-                if (slots[i].TimeNs <= ownStamp)
-                {
-                    slots[i] = record;
-                    slots[i].TimeNs = time;
-                    shard->Version++;
-                    return false;
-                }
-                if (replaced != null)
-                    *replaced = slots[i];
-                if (stale != null)
-                    *stale = PendingCovers == null ? ReplacedKind.Stale : (ReplacedKind)PendingCovers(a, slots[i].TimeNs);
-                slots[i] = record;
-                slots[i].TimeNs = time;
-                shard->Version++;
-                return true;
-            }
+                return OverwriteLocked(shard, &slots[i], record, time, replaced, stale, ownStamp);
             i = (i + 1) & mask;
         }
+    }
+
+    // InsertLocked found a record at the address: the block this thread freed (ownStamp), or a
+    // replacement (Replaced in Recorder).
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool OverwriteLocked(Shard* shard, IpRecord* slot, in IpRecord record, ulong time, IpRecord* replaced,
+                                 ReplacedKind* stale, ulong ownStamp)
+    {
+        bool wasThere = slot->TimeNs > ownStamp;
+        if (wasThere)
+        {
+            if (replaced != null)
+                *replaced = *slot;
+            if (stale != null)
+                *stale = PendingCovers == null ? ReplacedKind.Stale : (ReplacedKind)PendingCovers(slot->Address, slot->TimeNs);
+        }
+        *slot = record;
+        slot->TimeNs = time;
+        shard->Version++;
+        return wasThere;
     }
 
     private bool GrowLocked(Shard* shard)
@@ -317,6 +326,7 @@ internal sealed unsafe class AllocationTable
     }
 
     // Removes address's record if its TimeNs is at most maxTime (ulong.MaxValue: unconditionally).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static bool RemoveLocked(Shard* shard, ulong h, ulong address, ulong maxTime, IpRecord* removed)
     {
         int bits = shard->CapacityBits;

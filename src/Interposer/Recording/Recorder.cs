@@ -42,6 +42,8 @@ internal static unsafe class Recorder
     private static long s_replacedRecords;      // inserts that found a stale record (a free we never saw)
     private static long s_replacedUnchecked;    // inserts that replaced a record with too many threads to tell
     private static long s_replayGaveUp;         // direct events that stopped waiting for an unpublished entry
+    private static long s_stackWalks;           // events whose backtrace the core took (no whole hit in the
+                                                // shim); a plain racy count: statistics only
 
     public static AllocationTable Table => s_table;
     public static StackDepot Depot => s_depot;
@@ -50,6 +52,7 @@ internal static unsafe class Recorder
     public static long ReplacedRecords => Volatile.Read(ref s_replacedRecords);
     public static long ReplacedUnchecked => Volatile.Read(ref s_replacedUnchecked);
     public static long ReplayGaveUp => Volatile.Read(ref s_replayGaveUp);
+    public static long StackWalks => Volatile.Read(ref s_stackWalks);
     public static ulong DeferredDropped => s_api != null && s_api->DeferredDropped != null ? *s_api->DeferredDropped : 0;
 
     public static void Start(IpShimApi* api, Settings settings)
@@ -71,20 +74,16 @@ internal static unsafe class Recorder
         }
     }
 
+    /// <summary>ip_core_config.whole_hit_frames: the depth for which the shim may find a walk
+    /// cache's whole hit itself (the fast unwinder only, and only as deep as the cache).</summary>
+    public static int WholeHitFrames =>
+        s_unwinder == UnwinderKind.Fast && s_maxFrames <= Unwinding.IpWalkCache.Levels ? s_maxFrames : 0;
+
     public static int OnAlloc(IpAllocEvent* ev)
     {
         ReplayIfPending();
-        ulong* frames = stackalloc ulong[Backtrace.MaxFramesLimit];
-        uint stackId = 0;                          // known: a call chain this thread remembers
-        int n = ev->Frames != null
-            ? Copy(ev->Frames, ev->NFrames, frames)
-            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId);
-        if (stackId == 0)
-        {
-            stackId = s_depot.Intern(frames, n);
-            if (ev->Frames == null && s_unwinder == UnwinderKind.Fast)
-                Unwinding.FastUnwinderCached.Learned(ev->WalkCache, ev->Pc, ev->Sp, stackId, n, s_maxFrames);
-        }
+        // A whole hit the shim found (WHOLE HIT in interposer_abi.h) comes with its depot id.
+        uint stackId = ev->StackId != 0 && ev->Frames == null ? ev->StackId : StackOf(ev);
         IpRecord record;
         record.Address = ev->Address;
         record.Size = ev->Size;
@@ -96,6 +95,26 @@ internal static unsafe class Recorder
         record.MinCount = (short)((ev->Flags & (uint)AllocFlags.NotLeak) != 0 ? 0 : 1); // __lsan_disable
         InsertAfterPending(record, ev->Frees);
         return 0;
+    }
+
+    // The event's backtrace as a depot id: copied (deferred events) or walked, then interned.
+    // Its own frame: the 512-byte frame buffer is only needed when the shim had no whole hit.
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static uint StackOf(IpAllocEvent* ev)
+    {
+        s_stackWalks++;
+        ulong* frames = stackalloc ulong[Backtrace.MaxFramesLimit];
+        uint stackId = 0;                          // known: a call chain this thread remembers
+        int n = ev->Frames != null
+            ? Copy(ev->Frames, ev->NFrames, frames)
+            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId);
+        if (stackId == 0)
+        {
+            stackId = s_depot.Intern(frames, n);
+            if (ev->Frames == null && s_unwinder == UnwinderKind.Fast)
+                Unwinding.FastUnwinderCached.Learned(ev->WalkCache, ev->Pc, ev->Sp, stackId, n, s_maxFrames);
+        }
+        return stackId;
     }
 
     /// <summary>kmemleak's and LeakSanitizer's annotations (native-shim/api.c). 1 = applied, 0 = no such block.</summary>

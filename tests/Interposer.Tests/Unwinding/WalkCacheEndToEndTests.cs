@@ -32,22 +32,35 @@ public class WalkCacheEndToEndTests
         return stacks.Where(s => s.StartsWith(leaf, System.StringComparison.Ordinal)).OrderBy(s => s).ToList();
     }
 
+    private static string NewDumpDirectory()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    // Runs program with the options under test, then with the reference's, each writing its
+    // live-block dump into dir (fast.txt, reference.txt); both must exit 0.
+    private static void RunFastAndReference(string program, string dir, string fastOptions, string referenceOptions)
+    {
+        var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
+        RunResult fast = Programs.Run(program, "", preload: true, options: fastOptions, env: env);
+        env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
+        RunResult reference = Programs.Run(program, "", preload: true, options: referenceOptions, env: env);
+        Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
+        Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+    }
+
     [TestCase("fast")]
     [TestCase("fast:max_frames=3")]
     public void ReusedWalks_MatchFreshWalks(string options)
     {
         string program = Programs.Build("walkcache/same_depth.c");
-        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
+        string dir = NewDumpDirectory();
         try
         {
             string maxFrames = options.Contains("max_frames") ? ":max_frames=3" : "";
-            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
-            RunResult fast = Programs.Run(program, "", preload: true, options: "unwinder=" + options, env: env);
-            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
-            RunResult reference = Programs.Run(program, "", preload: true, options: "unwinder=libunwind" + maxFrames, env: env);
-            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
-            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+            RunFastAndReference(program, dir, "unwinder=" + options, "unwinder=libunwind" + maxFrames);
 
             List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
             List<string> want = LeafStacks(Path.Combine(dir, "reference.txt"));
@@ -77,16 +90,10 @@ public class WalkCacheEndToEndTests
     public void RandomDepthChains_MatchFreshWalks(int maxFrames)
     {
         string program = Programs.Build("walkcache/random_depth.c");
-        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
+        string dir = NewDumpDirectory();
         try
         {
-            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
-            RunResult fast = Programs.Run(program, "", preload: true, options: $"unwinder=fast:max_frames={maxFrames}", env: env);
-            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
-            RunResult reference = Programs.Run(program, "", preload: true, options: $"unwinder=libunwind:max_frames={maxFrames}", env: env);
-            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
-            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+            RunFastAndReference(program, dir, $"unwinder=fast:max_frames={maxFrames}", $"unwinder=libunwind:max_frames={maxFrames}");
 
             List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
             List<string> want = LeafStacks(Path.Combine(dir, "reference.txt"));
@@ -107,16 +114,10 @@ public class WalkCacheEndToEndTests
     public void SameStackPointerOtherFramePointer_IsToldApart()
     {
         string program = Programs.Build("walkcache/same_sp_other_rbp.c");
-        string dir = Path.Combine(Path.GetTempPath(), "walkcache-" + System.Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
+        string dir = NewDumpDirectory();
         try
         {
-            var env = new Dictionary<string, string> { ["DUMP_PATH"] = Path.Combine(dir, "fast.txt") };
-            RunResult fast = Programs.Run(program, "", preload: true, options: "unwinder=fast", env: env);
-            env["DUMP_PATH"] = Path.Combine(dir, "reference.txt");
-            RunResult reference = Programs.Run(program, "", preload: true, options: "unwinder=libunwind", env: env);
-            Assert.That(fast.ExitCode, Is.EqualTo(0), fast.ToString());
-            Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
+            RunFastAndReference(program, dir, "unwinder=fast", "unwinder=libunwind");
 
             List<string> Stacks(string file) => LeafStacks(Path.Combine(dir, file), "inner");
             List<string> got = Stacks("fast.txt");
@@ -125,6 +126,39 @@ public class WalkCacheEndToEndTests
             Assert.That(got.Count(s => s.Contains(" < padded+")), Is.EqualTo(4), "chain A");
             Assert.That(got.Count(s => s.Contains(" < direct+")), Is.EqualTo(4), "chain B");
             Assert.That(got, Is.EqualTo(want));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+    // One call chain, 5000 mallocs: the shim finds the stored walk still valid (WHOLE HIT in
+    // interposer_abi.h) and hands the core its stack id, so the core walks only a handful of
+    // times; the stacks are still exactly libunwind's. With libunwind (no walk cache) the core
+    // takes every backtrace itself: the count is real.
+    [Test]
+    public void RepeatedCallChain_IsAWholeHitInTheShim()
+    {
+        string program = Programs.Build("walkcache/repeat.c");
+        string dir = NewDumpDirectory();
+        try
+        {
+            RunFastAndReference(program, dir, "unwinder=fast", "unwinder=libunwind");
+
+            List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
+            Assert.That(got, Has.Count.EqualTo(100), "the blocks kept");
+            Assert.That(got.Distinct().Count(), Is.EqualTo(1), "one call chain");
+            Assert.That(got[0], Does.Contain("leaf_alloc").And.Contain(" < middle+").And.Contain(" < outer+").And.Contain(" < main+"));
+            Assert.That(got, Is.EqualTo(LeafStacks(Path.Combine(dir, "reference.txt"))));
+
+            long Walked(string file)
+            {
+                Match m = Regex.Match(File.ReadAllText(Path.Combine(dir, file)), @"backtraces walked: (\d+)");
+                Assert.That(m.Success, Is.True, $"{file} has the statistics line");
+                return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            }
+            Assert.That(Walked("fast.txt"), Is.LessThan(100), "5000 mallocs from one chain: whole hits in the shim");
+            Assert.That(Walked("reference.txt"), Is.GreaterThanOrEqualTo(5000), "libunwind: the core takes every backtrace");
         }
         finally
         {

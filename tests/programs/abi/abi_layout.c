@@ -30,6 +30,8 @@ int main(void)
     FIELD(ip_alloc_event, kind);
     FIELD(ip_alloc_event, nframes);
     FIELD(ip_alloc_event, flags);
+    FIELD(ip_alloc_event, stack_id);
+    FIELD(ip_alloc_event, reserved);
 
     STRUCT(ip_record);
     FIELD(ip_record, address);
@@ -111,6 +113,8 @@ int main(void)
     FIELD(ip_core_config, shards);
     FIELD(ip_core_config, applied);
     FIELD(ip_core_config, shard_map);
+    FIELD(ip_core_config, whole_hit_frames);
+    FIELD(ip_core_config, reserved);
 
     STRUCT(ip_stopped_thread);
     FIELD(ip_stopped_thread, tid);
