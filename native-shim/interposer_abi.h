@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 9
+#define IP_ABI_VERSION 10
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -222,14 +222,34 @@ static inline uint64_t ip_shard_map_index(uint64_t address)
 }
 
 /*
+ * One live block's metadata, as stored in the core's allocation table. Also used by the shim to
+ * stash a record across realloc (removed before the real realloc, restored if it fails).
+ */
+typedef struct ip_record {
+    uint64_t address;
+    uint64_t size;
+    uint64_t time_ns;   /* allocation time (CLOCK_MONOTONIC_COARSE), strictly increasing within
+                           its shard (see BATCHED FREES) */
+    int32_t tid;
+    uint32_t stack_id;  /* id in the stack depot; 0 = no backtrace */
+    uint32_t thread_index; /* index in the core's thread registry (name, tid) */
+    uint16_t flags;     /* enum ip_record_flags */
+    int16_t min_count;  /* kmemleak min_count: 1 for heap blocks, 0 = never reported, -1 = ignore */
+} ip_record;
+
+/*
  * One allocation as the shim sees it, passed by pointer to interposer_on_alloc.
  * The register triple describes the allocating function right after malloc returned into it,
  * so the core's unwinder can walk from there without seeing any shim or runtime frame.
  */
 typedef struct ip_alloc_event {
-    uint64_t address;   /* the block returned to the program (never 0) */
-    uint64_t size;      /* requested size in bytes (calloc: n*size) */
-    uint64_t time_ns;   /* CLOCK_MONOTONIC_COARSE */
+    /* The block's record as the core stores it, filled by the shim: address (never 0), size
+       (requested bytes; calloc: n*size), time_ns (CLOCK_MONOTONIC_COARSE), tid, thread_index (from
+       interposer_on_thread_start), flags 0, and stack_id: non-zero when the shim found a whole hit
+       in walk_cache (WHOLE HIT above ip_walk_cache; ip_core_config.whole_hit_frames), else 0 and
+       the core walks from pc/sp/bp. The core writes stack_id and min_count into it, then inserts
+       it as it stands (no copy on the way). */
+    ip_record record;
     uint64_t pc;        /* return address into the allocating function */
     uint64_t sp;        /* its stack pointer after the return (CFA of the shim's frame) */
     uint64_t bp;        /* its rbp */
@@ -238,14 +258,9 @@ typedef struct ip_alloc_event {
     const uint64_t *frames; /* non-NULL: frames already captured (deferred log); pc/sp/bp unused */
     ip_walk_cache *walk_cache; /* this thread's previous walk (NULL: none) */
     ip_free_batch *frees; /* this thread's pending removals, applied before the insert (NULL: none) */
-    int32_t tid;        /* kernel thread id */
-    uint32_t thread_index; /* the core's thread registry index (from interposer_on_thread_start) */
     uint16_t kind;      /* enum ip_event_kind */
     uint16_t nframes;   /* number of entries in frames */
     uint32_t flags;     /* enum ip_alloc_flags */
-    uint32_t stack_id;  /* non-zero: the shim found a whole hit in walk_cache (ip_core_config.
-                           whole_hit_frames); this is its depot id and pc/sp/bp are not walked */
-    uint32_t reserved;
 } ip_alloc_event;
 
 /* ip_alloc_event.flags */
@@ -261,22 +276,6 @@ enum ip_annotation {
     IP_ANN_ALLOC = 4,     /* kmemleak_alloc: the min_count (value) of a block just recorded like malloc's */
     IP_ANN_SCAN_AREA = 5, /* kmemleak_scan_area: scan only [address, address+size) of the block holding it */
 };
-
-/*
- * One live block's metadata, as stored in the core's allocation table. Also used by the shim to
- * stash a record across realloc (removed before the real realloc, restored if it fails).
- */
-typedef struct ip_record {
-    uint64_t address;
-    uint64_t size;
-    uint64_t time_ns;   /* allocation time (CLOCK_MONOTONIC_COARSE), strictly increasing within
-                           its shard (see BATCHED FREES) */
-    int32_t tid;
-    uint32_t stack_id;  /* id in the stack depot; 0 = no backtrace */
-    uint32_t thread_index; /* index in the core's thread registry (name, tid) */
-    uint16_t flags;     /* enum ip_record_flags */
-    int16_t min_count;  /* kmemleak min_count: 1 for heap blocks, 0 = never reported, -1 = ignore */
-} ip_record;
 
 /*
  * A deferred-log slot. The log is a bounded multi-producer queue (Vyukov): `seq` is the slot's
@@ -379,7 +378,7 @@ typedef struct ip_core_config {
 
 /* ---- Exports of libinterposer_core.so (the managed side) ------------------------------------ */
 int32_t interposer_core_init(const ip_shim_api *api, ip_core_config *config);
-int32_t interposer_on_alloc(const ip_alloc_event *event);
+int32_t interposer_on_alloc(ip_alloc_event *event); /* may write event->record */
 /* Removes the record of `address`; copies it to *stash when stash != NULL. 1 found, 0 unknown. */
 int32_t interposer_on_free(uint64_t address, ip_record *stash);
 /* Puts a stashed record back (a realloc that failed). */

@@ -170,24 +170,25 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
     const uint64_t *frame = (const uint64_t *)fp;
     /* Field by field: an initializer zeroes the whole struct first (gcc: rep stos, ~30 cycles). */
     ip_alloc_event ev;
-    ev.address = (uint64_t)p;
-    ev.size = size;
-    ev.time_ns = ip_now_ns();
+    ev.record.address = (uint64_t)p;
+    ev.record.size = size;
+    ev.record.time_ns = ip_now_ns();
+    ev.record.tid = t->tid;
+    ev.record.thread_index = t->thread_index;
+    ev.record.flags = 0;
+    ev.record.min_count = 1; /* the core sets it from flags */
     ev.pc = frame[1];
     ev.sp = fp + 16;
     ev.bp = frame[0];
+    ev.record.stack_id = whole_hit(t->walk_cache, ev.pc, ev.sp, ev.bp);
     ev.stack_lo = t->stack_lo;
     ev.stack_hi = t->stack_hi;
     ev.frames = NULL;
     ev.walk_cache = t->walk_cache;
     ev.frees = s_batch ? &t->frees : NULL;
-    ev.tid = t->tid;
-    ev.thread_index = t->thread_index;
     ev.kind = kind;
     ev.nframes = 0;
     ev.flags = t->lsan_disabled > 0 ? IP_ALLOC_NOT_LEAK : 0;
-    ev.stack_id = whole_hit(t->walk_cache, ev.pc, ev.sp, ev.bp);
-    ev.reserved = 0;
     ip_hook_enter(t);
     g_ip_core.on_alloc(&ev);
     if (ev.frees != NULL && ev.frees->count != 0)
@@ -256,12 +257,16 @@ static inline __attribute__((always_inline)) uint64_t free_stamp(uint64_t addres
 }
 
 /* A removal waits in the batch only while no deferred entry is waiting for the core: a logged
-   insert of p, replayed after the stamp was read, would get a later time and outlive p's free. */
-static inline __attribute__((always_inline)) int batchable(const ip_thread *t, uint64_t pc)
+   insert of p, replayed after the stamp was read, would get a later time and outlive p's free.
+   Appending never enters the core, so a free from the dynamic linker or on a short stack may
+   append too; only the hand-over of a full batch is refused there (free()). A full batch that
+   could not be handed over takes no more entries: the next free goes the direct way (route()),
+   the next malloc applies the batch. */
+static inline __attribute__((always_inline)) int batchable(const ip_thread *t)
 {
     return t->state == IP_T_HOST && t->guard == 0 && t->busy == 0 && s_batch &&
-           __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE && !ip_from_loader(pc) &&
-           !stack_short(t, (uint64_t)__builtin_frame_address(0)) && /* a full batch enters the core */
+           __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE &&
+           t->frees.count < IP_FREE_BATCH &&
            __atomic_load_n(s_enqueued, __ATOMIC_ACQUIRE) == __atomic_load_n(s_applied, __ATOMIC_ACQUIRE);
 }
 
@@ -295,7 +300,7 @@ IP_EXPORT void free(void *p)
         return; /* glibc's free(NULL) does nothing either */
     uint64_t pc = IP_CALLER_PC();
     ip_thread *t = &ip_tls;
-    if (IP_LIKELY(batchable(t, pc))) {
+    if (IP_LIKELY(batchable(t))) {
         /* busy: a signal handler's free on this thread must not append to a half-written entry
            (it sees busy and takes the direct path), and a stop must not park us here. */
         t->busy = 1;
@@ -308,7 +313,8 @@ IP_EXPORT void free(void *p)
         t->busy = 0;
         __asm__ volatile("" ::: "memory");
         __libc_free(p);
-        if (n + 1 >= IP_FREE_BATCH)
+        if (IP_UNLIKELY(n + 1 >= IP_FREE_BATCH) && !ip_from_loader(pc) &&
+            !stack_short(t, (uint64_t)__builtin_frame_address(0)))
             ip_frees_flush(t);
         else
             ip_stw_poll();

@@ -157,7 +157,7 @@ static inline __attribute__((always_inline)) uint64_t ip_now_ns(void)
 
 /* core.c: the loaded managed core */
 typedef struct ip_core {
-    int32_t (*on_alloc)(const ip_alloc_event *);
+    int32_t (*on_alloc)(ip_alloc_event *);
     int32_t (*on_free)(uint64_t, ip_record *);
     int32_t (*on_free_batch)(const ip_free_entry *, int32_t);
     int32_t (*on_restore)(const ip_record *);

@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 9;
+    public const uint AbiVersion = 10;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -135,9 +135,7 @@ internal struct IpRegion
 [StructLayout(LayoutKind.Sequential)]
 internal unsafe struct IpAllocEvent
 {
-    public ulong Address;
-    public ulong Size;
-    public ulong TimeNs;
+    public IpRecord Record;  // filled by the shim; StackId non-zero: its whole hit (WHOLE HIT)
     public ulong Pc;
     public ulong Sp;
     public ulong Bp;
@@ -146,13 +144,9 @@ internal unsafe struct IpAllocEvent
     public ulong* Frames;
     public Unwinding.IpWalkCache* WalkCache;
     public IpFreeBatch* Frees;
-    public int Tid;
-    public uint ThreadIndex;
     public ushort Kind;
     public ushort NFrames;
     public uint Flags;
-    public uint StackId;     // non-zero: the shim's whole hit (ip_core_config.whole_hit_frames)
-    public uint Reserved;
 }
 
 /// <summary>One live block's metadata (ip_record). Stored by value in the allocation table.</summary>

@@ -14,9 +14,7 @@
 int main(void)
 {
     STRUCT(ip_alloc_event);
-    FIELD(ip_alloc_event, address);
-    FIELD(ip_alloc_event, size);
-    FIELD(ip_alloc_event, time_ns);
+    FIELD(ip_alloc_event, record);
     FIELD(ip_alloc_event, pc);
     FIELD(ip_alloc_event, sp);
     FIELD(ip_alloc_event, bp);
@@ -25,13 +23,9 @@ int main(void)
     FIELD(ip_alloc_event, frames);
     FIELD(ip_alloc_event, walk_cache);
     FIELD(ip_alloc_event, frees);
-    FIELD(ip_alloc_event, tid);
-    FIELD(ip_alloc_event, thread_index);
     FIELD(ip_alloc_event, kind);
     FIELD(ip_alloc_event, nframes);
     FIELD(ip_alloc_event, flags);
-    FIELD(ip_alloc_event, stack_id);
-    FIELD(ip_alloc_event, reserved);
 
     STRUCT(ip_record);
     FIELD(ip_record, address);
