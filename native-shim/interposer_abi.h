@@ -23,7 +23,7 @@
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
 /* Bytes of a thread's walk memo (ip_walk_cache.memo), mmap'ed by the core, unmapped by the shim. */
-#define IP_WALK_MEMO_BYTES 16384
+#define IP_WALK_MEMO_BYTES 65536
 
 /* Frames kept per deferred-log entry (captured in C with a bounded frame-pointer walk). */
 #define IP_DEFERRED_FRAMES 8

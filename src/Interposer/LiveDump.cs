@@ -43,5 +43,5 @@ internal static unsafe class LiveDump
         (Recorder.ReplacedUnchecked != 0 ? $"records replaced unchecked (too many threads): {Recorder.ReplacedUnchecked}, " : "") +
         $"replay waits given up: {Recorder.ReplayGaveUp}, " +
         $"table bytes: {Recorder.Table.SlotBytes}, lock waits: {SpinLockWord.Waits}, " +
-        $"backtraces walked: {Recorder.StackWalks}";
+        $"backtraces walked: {Recorder.StackWalks}, remembered: {Recorder.StackRemembered}";
 }

@@ -42,8 +42,9 @@ internal static unsafe class Recorder
     private static long s_replacedRecords;      // inserts that found a stale record (a free we never saw)
     private static long s_replacedUnchecked;    // inserts that replaced a record with too many threads to tell
     private static long s_replayGaveUp;         // direct events that stopped waiting for an unpublished entry
-    private static long s_stackWalks;           // events whose backtrace the core took (no whole hit in the
-                                                // shim); a plain racy count: statistics only
+    private static long s_stackWalks;           // events whose backtrace the core walked and interned, and
+    private static long s_stackRemembered;      // those it found remembered (walk cache, memo); the rest
+                                                // were the shim's whole hits. Plain racy counts: statistics
 
     public static AllocationTable Table => s_table;
     public static StackDepot Depot => s_depot;
@@ -53,6 +54,7 @@ internal static unsafe class Recorder
     public static long ReplacedUnchecked => Volatile.Read(ref s_replacedUnchecked);
     public static long ReplayGaveUp => Volatile.Read(ref s_replayGaveUp);
     public static long StackWalks => Volatile.Read(ref s_stackWalks);
+    public static long StackRemembered => Volatile.Read(ref s_stackRemembered);
     public static ulong DeferredDropped => s_api != null && s_api->DeferredDropped != null ? *s_api->DeferredDropped : 0;
 
     public static void Start(IpShimApi* api, Settings settings)
@@ -100,14 +102,16 @@ internal static unsafe class Recorder
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static uint StackOf(IpAllocEvent* ev)
     {
-        s_stackWalks++;
         ulong* frames = stackalloc ulong[Backtrace.MaxFramesLimit];
         uint stackId = 0;                          // known: a call chain this thread remembers
         int n = ev->Frames != null
             ? Copy(ev->Frames, ev->NFrames, frames)
             : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId);
-        if (stackId == 0)
+        if (stackId != 0)
+            s_stackRemembered++;
+        else
         {
+            s_stackWalks++;
             stackId = s_depot.Intern(frames, n);
             if (ev->Frames == null && s_unwinder == UnwinderKind.Fast)
                 Unwinding.FastUnwinderCached.Learned(ev->WalkCache, ev->Pc, ev->Sp, stackId, n, s_maxFrames);

@@ -51,6 +51,17 @@ public class WalkCacheEndToEndTests
         Assert.That(reference.ExitCode, Is.EqualTo(0), reference.ToString());
     }
 
+    // The dump's statistics: "backtraces walked: W, remembered: R", events whose backtrace the
+    // core walked, and those it found in the walk cache or the memo (the rest were whole hits the
+    // shim found).
+    private static (long Walked, long Remembered) Backtraces(string dumpPath)
+    {
+        Match m = Regex.Match(File.ReadAllText(dumpPath), @"backtraces walked: (\d+), remembered: (\d+)");
+        Assert.That(m.Success, Is.True, $"{dumpPath} has the statistics line");
+        return (long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
+                long.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     [TestCase("fast")]
     [TestCase("fast:max_frames=3")]
     public void ReusedWalks_MatchFreshWalks(string options)
@@ -151,14 +162,35 @@ public class WalkCacheEndToEndTests
             Assert.That(got[0], Does.Contain("leaf_alloc").And.Contain(" < middle+").And.Contain(" < outer+").And.Contain(" < main+"));
             Assert.That(got, Is.EqualTo(LeafStacks(Path.Combine(dir, "reference.txt"))));
 
-            long Walked(string file)
-            {
-                Match m = Regex.Match(File.ReadAllText(Path.Combine(dir, file)), @"backtraces walked: (\d+)");
-                Assert.That(m.Success, Is.True, $"{file} has the statistics line");
-                return long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
-            }
-            Assert.That(Walked("fast.txt"), Is.LessThan(100), "5000 mallocs from one chain: whole hits in the shim");
-            Assert.That(Walked("reference.txt"), Is.GreaterThanOrEqualTo(5000), "libunwind: the core takes every backtrace");
+            (long walked, long remembered) = Backtraces(Path.Combine(dir, "fast.txt"));
+            Assert.That(walked + remembered, Is.LessThan(100), "5000 mallocs from one chain: whole hits in the shim");
+            Assert.That(Backtraces(Path.Combine(dir, "reference.txt")).Walked, Is.GreaterThanOrEqualTo(5000),
+                        "libunwind: the core walks every backtrace");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+    // Six outer chains through one call site at one depth, in turn (sqlite3's shape): the walk
+    // memo holds them all (eight ways a set; with four, the six evicted one another and every
+    // malloc walked), and the stacks are libunwind's.
+    [Test]
+    public void ManyChainsThroughOneCallSite_AreRemembered()
+    {
+        string program = Programs.Build("walkcache/many_chains.c");
+        string dir = NewDumpDirectory();
+        try
+        {
+            RunFastAndReference(program, dir, "unwinder=fast", "unwinder=libunwind");
+            List<string> got = LeafStacks(Path.Combine(dir, "fast.txt"));
+            Assert.That(got, Has.Count.EqualTo(60), "the blocks kept");
+            Assert.That(got.Select(s => s.Split(" < ").First(f => f.StartsWith("chain_", System.StringComparison.Ordinal))[..7]).Distinct().Count(),
+                        Is.EqualTo(6), "six chains");
+            Assert.That(got, Is.EqualTo(LeafStacks(Path.Combine(dir, "reference.txt"))));
+            (long walked, long remembered) = Backtraces(Path.Combine(dir, "fast.txt"));
+            Assert.That(walked, Is.LessThan(1000), "18000 mallocs through six recurring chains: few walks");
+            Assert.That(remembered, Is.GreaterThan(17000), "the rest were remembered");
         }
         finally
         {
