@@ -10,12 +10,14 @@
 #      interleaved (glibc, interposer, lsan, interposer unwinder=libunwind, unwinder=fp,
 #      glibc, ...), medians reported;
 #   3. peak RSS per live block: scripts/bench/live.c, glibc vs Interposer vs LSan;
-#   4. process start-up and exit: scripts/bench/startup.c spawning /bin/true.
+#   4. process start-up and exit: scripts/bench/startup.c spawning /bin/true;
+#   5. cross-thread frees: scripts/bench/handoff.c, producers malloc and consumers free.
 # Prints markdown tables for scripts/bench/README.md on stdout; every run's raw result goes to
 # artifacts/bench/runs.tsv. About 2 minutes on a 2-core VM.
 #
 # Knobs (environment): BENCH_REPS (5), BENCH_ITER1 (2000000 pairs, 1 thread),
 # BENCH_ITER8 (400000 pairs per thread, 8 threads), BENCH_LIVE (1000000 blocks),
+# BENCH_HANDOFF (200000 items per producer/consumer pair),
 # BENCH_LSAN (/usr/lib/x86_64-linux-gnu/liblsan.so.0), BENCH_LABEL (what the library was built
 # from, for the machine line; default: git describe of this checkout), BENCH_COMPARE (a second
 # library directory, e.g. an experimental build: its default configuration becomes one more
@@ -74,7 +76,8 @@ build() {
         -L"$out/nofp" -lbenchchain -Wl,-rpath,'$ORIGIN' &&
     cp "$out/nofp/churn" "$out/fp/churn" &&   # same binary; $ORIGIN picks the lib next to it
     gcc "${cflags[@]}" -fno-omit-frame-pointer -o "$out/live" "$src/live.c" &&
-    gcc "${cflags[@]}" -o "$out/startup" "$src/startup.c"
+    gcc "${cflags[@]}" -o "$out/startup" "$src/startup.c" &&
+    gcc "${cflags[@]}" -pthread -o "$out/handoff" "$src/handoff.c"
 }
 build || { echo "bench.sh: build failed" >&2; exit 1; }
 
@@ -251,6 +254,26 @@ for r in 1 2 3; do
     done
 done
 
+# ---- 5. cross-thread frees -------------------------------------------------------------------
+# One producer/consumer pair (handoff.c, two threads on the two cores): every block is freed by
+# another thread than the one that allocated it. BENCH_REPS rounds interleaved, ns per item.
+handoff_n=${BENCH_HANDOFF:-200000}
+handoff_configs=(glibc interposer lsan)
+[ "$have_lsan" = 1 ] || handoff_configs=(glibc interposer)
+[ -z "$cmp_shim" ] || handoff_configs+=(ip_compare)
+declare -A handoff_ns
+echo "## Cross-thread frees: 1 producer/consumer pair x $handoff_n items, $reps rounds" >&2
+for r in $(seq 1 "$reps"); do
+    for pairs in 1; do
+        for cfg in "${handoff_configs[@]}"; do
+            line=$(run_cfg "$cfg" -- "$out/handoff" "$pairs" "$handoff_n" 2>/dev/null)
+            v=$(sed -n 's/.*ns_per_item=\([0-9.]*\).*/\1/p' <<<"$line")
+            printf 'handoff%s\t%s\t%s\t%s\n' "$pairs" "$cfg" "$r" "${v:-nan}" >>"$runs"
+            handoff_ns[$cfg,$pairs]+="${v:-nan}"$'\n'
+        done
+    done
+done
+
 # ---- tables ----------------------------------------------------------------------------------
 elapsed=$((SECONDS - start_s))
 echo "Machine: $facts; load average at end: $(cut -d' ' -f1-3 /proc/loadavg); bench wall time ${elapsed} s. Interposer: $built."
@@ -317,6 +340,20 @@ sg=$(printf '%s' "${startup_ms[glibc]}" | median)
 for cfg in "${start_configs[@]}"; do
     v=$(printf '%s' "${startup_ms[$cfg]}" | median)
     awk -v v="$v" -v g="$sg" -v name="$cfg" 'BEGIN { if (v == "nan") printf "| %s | n/a | n/a |\n", name; else printf "| %s | %.2f | %.2f |\n", name, v, v - g }'
+done
+echo
+echo "### Cross-thread frees (handoff.c: one thread mallocs 16..512 bytes in batches of 64, another frees them; ns per item, median of $reps interleaved rounds)"
+echo
+echo "| configuration | ns per item | /glibc | per-round median, /glibc |"
+echo "|---|---:|---:|---:|"
+g1=$(printf '%s' "${handoff_ns[glibc,1]}" | median)
+for cfg in "${handoff_configs[@]}"; do
+    v1=$(printf '%s' "${handoff_ns[$cfg,1]}" | median)
+    # per-round ratio: the r-th run of cfg against the r-th run of glibc
+    pr=$(paste <(printf '%s' "${handoff_ns[$cfg,1]}") <(printf '%s' "${handoff_ns[glibc,1]}") |
+         awk '$1 != "nan" && $2 != "nan" && $2 > 0 { print $1 / $2 }' | median)
+    awk -v n="$cfg" -v a="$v1" -v r1="$(ratio "$v1" "$g1")" -v pr="$pr" \
+        'BEGIN { printf "| %s | %s | %s | %s |\n", n, (a == "nan" ? "n/a" : sprintf("%.0f", a)), r1, (pr == "nan" ? "n/a" : sprintf("%.2f×", pr)) }'
 done
 echo
 [ "$check_ok" = 1 ] && echo "Checks: churn under INTERPOSER_OPTIONS=verbosity=2 exited 0 (1 and 8 threads)." \
