@@ -414,7 +414,7 @@ static int enter_query(void)
     ip_thread_register();
     if (ip_tls.guard != 0 || ip_tls.state != IP_T_HOST)
         return 0;
-    if (ip_tls.frees.count != 0 && ip_tls.busy == 0)
+    if (ip_tls.frees != NULL && ip_tls.frees->count != 0 && ip_tls.busy == 0)
         ip_frees_flush(&ip_tls); /* the caller's own frees, before its question */
     ip_hook_enter(&ip_tls);
     return 1;

@@ -48,6 +48,8 @@
 int g_ip_gc_window;                            /* > 0 while the core may collect */
 static ip_thread *s_published[IP_MAX_PUBLISHED]; /* live host threads' TLS, by registry index */
 static int32_t s_published_tid[IP_MAX_PUBLISHED]; /* their tids, kept outside their TLS (RAW EXITS) */
+static ip_free_batch *s_published_frees[IP_MAX_PUBLISHED]; /* their batches, in their own mappings
+                                                  (ip_thread_page), which outlive a raw exit */
 static int s_have_membarrier;
 static int s_scanning;                         /* an opener is reading s_published (see unpublish) */
 static int s_forking;                          /* forks between their prepare and parent handlers */
@@ -64,6 +66,7 @@ void ip_threads_publish(ip_thread *t, uint32_t index)
     if (index >= IP_MAX_PUBLISHED)
         return;
     __atomic_store_n(&s_published_tid[index], t->tid, __ATOMIC_RELAXED);
+    __atomic_store_n(&s_published_frees[index], t->frees, __ATOMIC_RELEASE);
     __atomic_store_n(&s_published[index], t, __ATOMIC_RELEASE);
     uint32_t end = __atomic_load_n(&s_published_end, __ATOMIC_RELAXED);
     while (end < index + 1 &&
@@ -79,8 +82,9 @@ void ip_threads_unpublish(ip_thread *t)
     if (index >= IP_MAX_PUBLISHED)
         return;
     __atomic_store_n(&s_published[index], NULL, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&s_published_frees[index], NULL, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&s_scanning, __ATOMIC_SEQ_CST) != 0)
-        sched_yield();
+        sched_yield(); /* then its page may be unmapped (mark_exiting) */
 }
 
 /*
@@ -90,13 +94,15 @@ void ip_threads_unpublish(ip_thread *t)
  * next scan's window opener read its guard and died of SIGSEGV. The window opener (and a fork
  * child's clean-up) first reads each published thread's tid field with process_vm_readv, which
  * fails where a load would fault: unmapped, or now another thread's (glibc reuses cached stacks,
- * zeroed), the entry is dropped. Not visit_batches: asked on every insert that replaces a record
- * (a producer frees what a consumer allocated), one syscall a thread made a producer/consumer
- * pair 3.4x slower. A scan's visit follows the opener's check; a replacement check that comes
- * after a raw exit and the join that unmapped its stack, but before any window, still reads that
- * TLS unchecked and can fault (not seen; closing it needs the join itself interposed).
- * A thread that exited this way but whose TLS is still mapped keeps its entry: what it holds is
- * still true (its pending removals are real frees). Where process_vm_readv is refused (a
+ * zeroed), the entry is dropped. visit_batches (asked on every insert that replaces a record: a
+ * producer frees what a consumer allocated) reads no TLS at all: each thread's batch lives in the
+ * thread's own mapping (ip_thread_page), which a thread that left this way never unmaps, so its
+ * batch stays readable and keeps being asked; what it holds is still true (its pending removals
+ * are real frees, and a scan's catch-up applies them). Before, the batch was in TLS, and a
+ * replacement check after such a thread was joined died of SIGSEGV (raw_exit_reuse.c: 40 threads
+ * free 12 blocks each and exit raw, are joined, and 40 more take the same addresses back from
+ * the shared arenas; every run). Checking each thread there with a syscall instead made a
+ * producer/consumer pair 3.4x slower. Where process_vm_readv is refused (a
  * seccomp filter), the check says yes, as before it existed.
  * Worse, such a thread was attached to the NativeAOT runtime (its first event entered the core)
  * and is never detached: the runtime's Thread lives in that TLS too, and its next GC waits for it
@@ -120,37 +126,37 @@ static int tls_still_of(uint32_t index, ip_thread *t)
 
 /* One seqlock read of t's batch (see ip_free_batch) into out[0, max); returns the entries read,
    or -1 when the owner emptied the batch meanwhile (its removals are applied: nothing to do). */
-static int read_batch(const ip_thread *t, ip_free_entry *out, int max)
+static int read_batch(const ip_free_batch *b, ip_free_entry *out, int max)
 {
     for (int attempt = 0; attempt < 4; attempt++) {
-        uint32_t gen = __atomic_load_n(&t->frees.gen, __ATOMIC_ACQUIRE);
-        uint32_t n = __atomic_load_n(&t->frees.count, __ATOMIC_ACQUIRE);
+        uint32_t gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+        uint32_t n = __atomic_load_n(&b->count, __ATOMIC_ACQUIRE);
         if (n > IP_FREE_BATCH)
             n = IP_FREE_BATCH;
         int k = 0;
         for (uint32_t i = 0; i < n && k < max; i++, k++) {
-            out[k].address = __atomic_load_n(&t->frees.entry[i].address, __ATOMIC_RELAXED);
-            out[k].stamp = __atomic_load_n(&t->frees.entry[i].stamp, __ATOMIC_RELAXED);
+            out[k].address = __atomic_load_n(&b->entry[i].address, __ATOMIC_RELAXED);
+            out[k].stamp = __atomic_load_n(&b->entry[i].stamp, __ATOMIC_RELAXED);
         }
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&t->frees.gen, __ATOMIC_RELAXED) == gen)
+        if (__atomic_load_n(&b->gen, __ATOMIC_RELAXED) == gen)
             return k;
     }
     return -1;
 }
 
 /* Calls visit with each published thread's batch (a seqlock read), with s_scanning raised so none
-   of them unmaps its TLS meanwhile; stops at, and returns, visit's first non-zero answer. */
+   of them unmaps its page meanwhile; stops at, and returns, visit's first non-zero answer. */
 static int visit_batches(uint32_t end, int (*visit)(const ip_free_entry *, int, void *), void *ctx)
 {
     ip_free_entry one[IP_FREE_BATCH];
     int answer = 0;
     __atomic_add_fetch(&s_scanning, 1, __ATOMIC_SEQ_CST);
     for (uint32_t i = 1; i < end; i++) {
-        ip_thread *t = __atomic_load_n(&s_published[i], __ATOMIC_SEQ_CST);
-        if (t == NULL || __atomic_load_n(&t->frees.count, __ATOMIC_RELAXED) == 0)
+        ip_free_batch *b = __atomic_load_n(&s_published_frees[i], __ATOMIC_SEQ_CST);
+        if (b == NULL || __atomic_load_n(&b->count, __ATOMIC_RELAXED) == 0)
             continue;
-        int n = read_batch(t, one, IP_FREE_BATCH);
+        int n = read_batch(b, one, IP_FREE_BATCH);
         if (n > 0 && (answer = visit(one, n, ctx)) != 0)
             break;
     }
@@ -181,8 +187,9 @@ int32_t ip_pending_frees_copy(ip_free_entry *out, int32_t max)
 }
 
 /* In a fork child, before any thread is created: the threads that did not follow leave their
-   pending removals in their (copied) TLS, and glibc will hand their stacks, TLS included, to the
-   child's next threads (which zero it). Apply each batch now and forget those threads. Called
+   pending removals in their pages (copied into the child, never unmapped there), and glibc will
+   hand their stacks, TLS included, to the child's next threads (which zero it). Apply each batch
+   now and forget those threads. Called
    with the core's locks released and this thread's guard held. */
 void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_entry *, int32_t))
 {
@@ -195,12 +202,12 @@ void ip_threads_forget_orphans(ip_thread *self, int32_t (*apply)(const ip_free_e
             __atomic_store_n(&s_published_tid[i], self->tid, __ATOMIC_RELAXED);
             continue;
         }
-        if (t == NULL || !tls_still_of(i, t))
-            continue;
-        uint32_t n = t->frees.count;
+        ip_free_batch *b = s_published_frees[i];
+        uint32_t n = b != NULL ? b->count : 0; /* the page was copied into the child: mapped */
         if (n != 0 && apply != NULL)
-            apply(t->frees.entry, (int32_t)(n < IP_FREE_BATCH ? n : IP_FREE_BATCH));
+            apply(b->entry, (int32_t)(n < IP_FREE_BATCH ? n : IP_FREE_BATCH));
         s_published[i] = NULL;
+        s_published_frees[i] = NULL;
     }
 }
 

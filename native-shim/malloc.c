@@ -40,8 +40,8 @@ static const uint64_t *s_enqueued;      /* the deferred log's count of reserved 
    entries, bump gen (readers of the old entries retry), then empty it. The only place that does. */
 static inline __attribute__((always_inline)) void batch_applied(ip_thread *t)
 {
-    __atomic_store_n(&t->frees.gen, t->frees.gen + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(&t->frees.count, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->frees->gen, t->frees->gen + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&t->frees->count, 0, __ATOMIC_RELEASE);
 }
 
 /* STACK NEED. The hook runs on the allocating thread's stack: ~1.4 KB below malloc's frame once
@@ -185,7 +185,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
     ev.stack_hi = t->stack_hi;
     ev.frames = NULL;
     ev.walk_cache = t->walk_cache;
-    ev.frees = s_batch ? &t->frees : NULL;
+    ev.frees = s_batch ? t->frees : NULL;
     ev.kind = kind;
     ev.nframes = 0;
     ev.flags = t->lsan_disabled > 0 ? IP_ALLOC_NOT_LEAK : 0;
@@ -266,7 +266,7 @@ static inline __attribute__((always_inline)) int batchable(const ip_thread *t)
 {
     return t->state == IP_T_HOST && t->guard == 0 && t->busy == 0 && s_batch &&
            __atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE &&
-           t->frees.count < IP_FREE_BATCH &&
+           t->frees != NULL && t->frees->count < IP_FREE_BATCH &&
            __atomic_load_n(s_enqueued, __ATOMIC_ACQUIRE) == __atomic_load_n(s_applied, __ATOMIC_ACQUIRE);
 }
 
@@ -276,7 +276,7 @@ void ip_frees_flush(ip_thread *t)
     int saved_errno = errno;
     ip_hook_enter(t);
     if (__atomic_load_n(&g_ip_mode, __ATOMIC_RELAXED) == IP_MODE_ACTIVE)
-        g_ip_core.on_free_batch(t->frees.entry, (int32_t)t->frees.count);
+        g_ip_core.on_free_batch(t->frees->entry, (int32_t)t->frees->count);
     batch_applied(t); /* still inside the guard: no stop parks this thread before the reset */
     ip_hook_leave(t);
     errno = saved_errno;
@@ -287,10 +287,10 @@ void ip_frees_flush(ip_thread *t)
    of those records still sees its removal pending (ip_pending_free_covers). */
 void ip_frees_flush_deferred(ip_thread *t)
 {
-    uint32_t n = t->frees.count;
+    uint32_t n = t->frees->count;
     for (uint32_t i = 0; i < n && i < IP_FREE_BATCH; i++)
-        if (t->frees.entry[i].address != 0)
-            ip_deferred_push(IP_EV_FREE_STAMPED, t->frees.entry[i].address, t->frees.entry[i].stamp,
+        if (t->frees->entry[i].address != 0)
+            ip_deferred_push(IP_EV_FREE_STAMPED, t->frees->entry[i].address, t->frees->entry[i].stamp,
                              IP_DEFER_EXITING, 0, 0);
 }
 
@@ -305,10 +305,11 @@ IP_EXPORT void free(void *p)
            (it sees busy and takes the direct path), and a stop must not park us here. */
         t->busy = 1;
         __asm__ volatile("" ::: "memory");
-        uint32_t n = t->frees.count;
-        t->frees.entry[n].address = (uint64_t)p;
-        t->frees.entry[n].stamp = free_stamp((uint64_t)p); /* before the real free */
-        __atomic_store_n(&t->frees.count, n + 1, __ATOMIC_RELEASE);
+        ip_free_batch *b = t->frees;
+        uint32_t n = b->count;
+        b->entry[n].address = (uint64_t)p;
+        b->entry[n].stamp = free_stamp((uint64_t)p); /* before the real free */
+        __atomic_store_n(&b->count, n + 1, __ATOMIC_RELEASE);
         __asm__ volatile("" ::: "memory");
         t->busy = 0;
         __asm__ volatile("" ::: "memory");

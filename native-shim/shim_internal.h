@@ -44,7 +44,8 @@ typedef struct ip_thread {
                            park this thread now (see ip_may_park) */
     uint64_t stack_lo;  /* stack bounds, known once registered (0 before) */
     uint64_t stack_hi;
-    ip_free_batch frees; /* frees whose record removals are pending (interposer_abi.h) */
+    ip_free_batch *frees; /* frees whose record removals are pending (interposer_abi.h), in the
+                             thread's own mapping (ip_thread_page; NULL: none, no batching) */
     ip_walk_cache *walk_cache; /* the core's reuse of this thread's previous backtraces: a zeroed
                                   mapping made when the thread registers, unmapped when it exits
                                   (NULL: none; the core then walks without reuse). Not in TLS:
@@ -52,6 +53,18 @@ typedef struct ip_thread {
     int *errno_loc;     /* &errno, set when the thread registers: the malloc path saves and
                            restores errno without a call to __errno_location */
 } ip_thread;
+
+/* A registered thread's own mapping (ip_own_map when it registers, unmapped as it exits): its
+   walk cache and its batch of pending removals. The batch is here, not in TLS, because other
+   threads read it (gc_window.c: visit_batches, on every insert that replaces a record) without
+   checking that the thread is alive: a thread that left with the raw exit syscall never
+   unpublishes itself, and once joined glibc may unmap its stack, TLS included (RAW EXITS in
+   gc_window.c). This mapping is then simply never unmapped, so its batch stays readable, and
+   what it says stays true (those frees happened). */
+typedef struct ip_thread_page {
+    ip_walk_cache walk;
+    ip_free_batch frees;
+} ip_thread_page;
 
 extern __thread ip_thread ip_tls __attribute__((tls_model("initial-exec")));
 extern int g_ip_mode;

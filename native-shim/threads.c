@@ -51,17 +51,19 @@ static void mark_exiting(void *unused)
     (void)unused;
     if (ip_tls.state == IP_T_HOST) {
         /* Maybe after the runtime detached this thread (the pthread key path): no core call. */
-        if (ip_tls.frees.count != 0)
+        if (ip_tls.frees != NULL && ip_tls.frees->count != 0)
             ip_frees_flush_deferred(&ip_tls);
         ip_tls.state = IP_T_EXITING;
         ip_threads_unpublish(&ip_tls); /* its TLS may be unmapped soon: the window opener must not look */
-        /* No more walks on this thread (an exiting thread's events go to the deferred log). */
+        /* No more walks and no more batched frees on this thread (an exiting thread's events go to
+           the deferred log); nobody reads its page once it is unpublished. */
         ip_walk_cache *walk = ip_tls.walk_cache;
         ip_tls.walk_cache = NULL;
+        ip_tls.frees = NULL;
         if (walk != NULL) {
             if (walk->memo != NULL)
                 ip_own_unmap(walk->memo, IP_WALK_MEMO_BYTES);
-            ip_own_unmap(walk, sizeof *walk);
+            ip_own_unmap(walk, sizeof(ip_thread_page)); /* walk is the page's first member */
         }
     }
 }
@@ -215,7 +217,9 @@ void ip_thread_register(void)
     __asm__("mov %%fs:0, %0" : "=r"(tcb));
     int32_t index = g_ip_core.on_thread_start(t->tid, name, t->stack_lo, t->stack_hi, tcb);
     if (index >= 0) {
-        t->walk_cache = (ip_walk_cache *)ip_own_map(sizeof(ip_walk_cache));
+        ip_thread_page *page = (ip_thread_page *)ip_own_map(sizeof(ip_thread_page));
+        t->walk_cache = page != NULL ? &page->walk : NULL;
+        t->frees = page != NULL ? &page->frees : NULL;
         t->thread_index = (uint32_t)index;
         ip_threads_publish(t, (uint32_t)index);
         /* The runtime attached this thread during the call above; register after it. */

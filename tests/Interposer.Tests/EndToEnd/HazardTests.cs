@@ -118,6 +118,20 @@ public sealed class HazardTests
         Assert.That(preloaded.Stderr, Does.Contain("leak scans, dumps and at-exit work are off for this process"));
     }
 
+    // The same kind of thread, with frees pending in its batch, then other threads that take its
+    // freed addresses back: each such insert asks every thread's batch. The batch used to be in
+    // the dead thread's TLS, unmapped after the join: SIGSEGV on every run, with no scan at all.
+    [Test]
+    public void ThreadsThatExitWithTheRawSyscall_ThenTheirAddressesComeBack_NoCrash()
+    {
+        string program = E2E.Build("raw_exit_reuse.c");
+        var (plain, preloaded) = E2E.RunBoth(program, "", timeoutSeconds: E2E.HazardTimeoutSeconds);
+        E2E.AssertCleanExit(plain, "without the library");
+        E2E.AssertCleanExit(preloaded, "with the library");
+        Assert.That(plain.Stdout, Is.EqualTo("reused some\ndone\n"), "the second wave must get the first wave's addresses back");
+        Assert.That(preloaded.Stdout, Is.EqualTo(plain.Stdout), "stdout changed under the library");
+    }
+
     [Test]
     public void HundredsOfShortLivedThreads_MallocAndFree()
     {
