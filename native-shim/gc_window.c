@@ -98,12 +98,13 @@ void ip_threads_unpublish(ip_thread *t)
  * producer frees what a consumer allocated) reads no TLS at all: each thread's batch lives in the
  * thread's own mapping (ip_thread_page), which a thread that left this way never unmaps, so its
  * batch stays readable and keeps being asked; what it holds is still true (its pending removals
- * are real frees, and a scan's catch-up applies them). Before, the batch was in TLS, and a
- * replacement check after such a thread was joined died of SIGSEGV (raw_exit_reuse.c: 40 threads
- * free 12 blocks each and exit raw, are joined, and 40 more take the same addresses back from
- * the shared arenas; every run). Checking each thread there with a syscall instead made a
- * producer/consumer pair 3.4x slower. Where process_vm_readv is refused (a
- * seccomp filter), the check says yes, as before it existed.
+ * are real frees: an insert at one of those addresses is a reuse, not a stale record). Once the
+ * window opener has found such a thread, scans are off anyway (below). Before, the batch was in
+ * TLS, and a replacement check after such a thread was joined died of SIGSEGV (raw_exit_reuse.c:
+ * 40 threads free 12 blocks each and exit raw, are joined, and 40 more take the same addresses
+ * back from the shared arenas; every run). Checking each thread there with a syscall instead
+ * made a producer/consumer pair 3.4x slower. Where process_vm_readv is refused (a seccomp
+ * filter), the opener's check says yes, as before it existed.
  * Worse, such a thread was attached to the NativeAOT runtime (its first event entered the core)
  * and is never detached: the runtime's Thread lives in that TLS too, and its next GC waits for it
  * for ever (seen: SuspendAllThreads spinning, and every host thread then stuck in a hook waiting

@@ -18,7 +18,6 @@ internal sealed unsafe class ThreadRegistry
     private struct Entry
     {
         public int Tid;
-        public int Reserved;
         public fixed byte Name[NameBytes];
         public ulong StackLo, StackHi;  // from pthread_getattr_np at registration (0 = unknown)
         public ulong Tcb;               // fs base: the thread's static TLS ends here
