@@ -18,7 +18,7 @@
 
 #include <stdint.h>
 
-#define IP_ABI_VERSION 10
+#define IP_ABI_VERSION 11
 
 /* Levels of a thread's previous walk kept for reuse (see src/Interposer/Unwinding/WalkCache.cs). */
 #define IP_WALK_LEVELS 32
@@ -245,10 +245,10 @@ typedef struct ip_record {
 typedef struct ip_alloc_event {
     /* The block's record as the core stores it, filled by the shim: address (never 0), size
        (requested bytes; calloc: n*size), time_ns (CLOCK_MONOTONIC_COARSE), tid, thread_index (from
-       interposer_on_thread_start), flags 0, and stack_id: non-zero when the shim found a whole hit
-       in walk_cache (WHOLE HIT above ip_walk_cache; ip_core_config.whole_hit_frames), else 0 and
-       the core walks from pc/sp/bp. The core writes stack_id and min_count into it, then inserts
-       it as it stands (no copy on the way). */
+       interposer_on_thread_start), flags 0, min_count (0 between __lsan_disable and
+       __lsan_enable, else 1), and stack_id: non-zero when the shim found a whole hit in walk_cache
+       (WHOLE HIT above ip_walk_cache; ip_core_config.whole_hit_frames), else 0 and the core walks
+       from pc/sp/bp and writes the id in. The core then inserts it as it stands (no copy). */
     ip_record record;
     uint64_t pc;        /* return address into the allocating function */
     uint64_t sp;        /* its stack pointer after the return (CFA of the shim's frame) */
@@ -260,13 +260,7 @@ typedef struct ip_alloc_event {
     ip_free_batch *frees; /* this thread's pending removals, applied before the insert (NULL: none) */
     uint16_t kind;      /* enum ip_event_kind */
     uint16_t nframes;   /* number of entries in frames */
-    uint32_t flags;     /* enum ip_alloc_flags */
 } ip_alloc_event;
-
-/* ip_alloc_event.flags */
-enum ip_alloc_flags {
-    IP_ALLOC_NOT_LEAK = 1, /* allocated between __lsan_disable and __lsan_enable: min_count 0 */
-};
 
 /* What interposer_annotate does (kmemleak's and LeakSanitizer's annotation API). */
 enum ip_annotation {

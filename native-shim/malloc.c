@@ -176,7 +176,7 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
     ev.record.tid = t->tid;
     ev.record.thread_index = t->thread_index;
     ev.record.flags = 0;
-    ev.record.min_count = 1; /* the core sets it from flags */
+    ev.record.min_count = t->lsan_disabled > 0 ? 0 : 1; /* __lsan_disable: never reported */
     ev.pc = frame[1];
     ev.sp = fp + 16;
     ev.bp = frame[0];
@@ -188,7 +188,6 @@ static inline __attribute__((always_inline)) void record_alloc(void *p, uint64_t
     ev.frees = s_batch ? t->frees : NULL;
     ev.kind = kind;
     ev.nframes = 0;
-    ev.flags = t->lsan_disabled > 0 ? IP_ALLOC_NOT_LEAK : 0;
     ip_hook_enter(t);
     g_ip_core.on_alloc(&ev);
     if (ev.frees != NULL && ev.frees->count != 0)

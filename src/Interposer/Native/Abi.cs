@@ -8,7 +8,7 @@ namespace Interposer.Native;
 
 internal static class Abi
 {
-    public const uint AbiVersion = 10;
+    public const uint AbiVersion = 11;
     public const int DeferredFrames = 8;
     public const int FreeBatch = 16;
     public const int ShardStride = 64;
@@ -52,13 +52,6 @@ internal enum RecordFlags : ushort
     Deferred = 1,
     Reported = 2,
     NoScan = 4,
-}
-
-[System.Flags]
-internal enum AllocFlags : uint
-{
-    None = 0,
-    NotLeak = 1,
 }
 
 internal enum Annotation
@@ -146,7 +139,6 @@ internal unsafe struct IpAllocEvent
     public IpFreeBatch* Frees;
     public ushort Kind;
     public ushort NFrames;
-    public uint Flags;
 }
 
 /// <summary>One live block's metadata (ip_record). Stored by value in the allocation table.</summary>

@@ -86,13 +86,11 @@ internal static unsafe class Recorder
     public static int OnAlloc(IpAllocEvent* ev)
     {
         ReplayIfPending();
-        // The shim filled the record; a whole hit it found (WHOLE HIT in interposer_abi.h) comes
-        // with its depot id. The record is inserted where it lies, in the shim's event.
+        // The shim filled the record (min_count included); a whole hit it found (WHOLE HIT in
+        // interposer_abi.h) comes with its depot id. Inserted where it lies, in the shim's event.
         IpRecord* record = &ev->Record;
         if (record->StackId == 0 || ev->Frames != null)
             record->StackId = StackOf(ev);
-        record->Flags = 0;
-        record->MinCount = (short)((ev->Flags & (uint)AllocFlags.NotLeak) != 0 ? 0 : 1); // __lsan_disable
         InsertAfterPending(*record, ev->Frees);
         return 0;
     }

@@ -110,7 +110,6 @@ public unsafe class AbiLayoutTests
             ["Frees"] = (byte*)&e.Frees - b,
             ["StackLo"] = (byte*)&e.StackLo - b,
             ["NFrames"] = (byte*)&e.NFrames - b,
-            ["Flags"] = (byte*)&e.Flags - b,
         };
     }
 
@@ -320,7 +319,6 @@ public unsafe class AbiLayoutTests
             ("IP_REC_DEFERRED", RecordFlags.Deferred),
             ("IP_REC_REPORTED", RecordFlags.Reported),
             ("IP_REC_NO_SCAN", RecordFlags.NoScan),
-            ("IP_ALLOC_NOT_LEAK", AllocFlags.NotLeak),
             ("IP_ANN_NOT_LEAK", Annotation.NotLeak),
             ("IP_ANN_IGNORE", Annotation.Ignore),
             ("IP_ANN_NO_SCAN", Annotation.NoScan),
@@ -370,7 +368,6 @@ public unsafe class AbiLayoutTests
         ("ip_deferred_reason", typeof(DeferredReason), "IP_DEFER_"),
         ("ip_record_flags", typeof(RecordFlags), "IP_REC_"),
         ("ip_scan_reason", typeof(ScanReason), "IP_SCAN_"),
-        ("ip_alloc_flags", typeof(AllocFlags), "IP_ALLOC_"),
         ("ip_annotation", typeof(Annotation), "IP_ANN_"),
         ("ip_stw_state", typeof(StwState), "IP_STW_"),
         ("ip_stw_reason", typeof(StwReason), "IP_STW_REASON_"),

@@ -25,7 +25,6 @@ int main(void)
     FIELD(ip_alloc_event, frees);
     FIELD(ip_alloc_event, kind);
     FIELD(ip_alloc_event, nframes);
-    FIELD(ip_alloc_event, flags);
 
     STRUCT(ip_record);
     FIELD(ip_record, address);
@@ -162,7 +161,6 @@ int main(void)
     ENUM(IP_REC_DEFERRED);
     ENUM(IP_REC_REPORTED);
     ENUM(IP_REC_NO_SCAN);
-    ENUM(IP_ALLOC_NOT_LEAK);
     ENUM(IP_ANN_NOT_LEAK);
     ENUM(IP_ANN_IGNORE);
     ENUM(IP_ANN_NO_SCAN);
