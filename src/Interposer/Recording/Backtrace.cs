@@ -24,9 +24,11 @@ internal static unsafe class Backtrace
     };
 
     /// <summary>knownId: non-zero when the frames are a walk this thread remembers (fast unwinder
-    /// only), whose depot id it is; then frames holds only frames[0].</summary>
+    /// only), whose depot id it is; then frames holds only frames[0]. shimTried: the shim made
+    /// the walk cache's whole-hit test for this event and it failed (not made twice).</summary>
     public static int Capture(UnwinderKind kind, IpAllocEvent* ev, ulong* frames, int max,
-                              delegate* unmanaged<void**, int, int> unwBacktrace, out uint knownId)
+                              delegate* unmanaged<void**, int, int> unwBacktrace, out uint knownId,
+                              bool shimTried = false)
     {
         knownId = 0;
         if (ev->Pc == 0)
@@ -38,7 +40,7 @@ internal static unsafe class Backtrace
             case UnwinderKind.FramePointer:
                 return FramePointerWalk(ev->Pc, ev->Bp, ev->StackLo, ev->StackHi, frames, max);
             default:
-                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache, out knownId);
+                return FastUnwinderCached.Unwind(ev->Pc, ev->Sp, ev->Bp, ev->StackLo, ev->StackHi, frames, max, ev->WalkCache, out knownId, shimTried);
         }
     }
 

@@ -104,7 +104,8 @@ internal static unsafe class Recorder
         uint stackId = 0;                          // known: a call chain this thread remembers
         int n = ev->Frames != null
             ? Copy(ev->Frames, ev->NFrames, frames)
-            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId);
+            : Backtrace.Capture(s_unwinder, ev, frames, s_maxFrames, s_api->UnwBacktrace, out stackId,
+                                shimTried: WholeHitFrames > 0);
         if (stackId != 0)
             s_stackRemembered++;
         else

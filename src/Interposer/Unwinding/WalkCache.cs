@@ -130,15 +130,19 @@ internal static unsafe class FastUnwinderCached
 {
     /// <summary>FastUnwinder.Unwind with reuse of this thread's previous walks (see file header).
     /// knownId: non-zero when the frames are a remembered walk's, whose depot id it is; then only
-    /// frames[0] is written. Otherwise the caller interns the frames and reports the id to Learned.</summary>
+    /// frames[0] is written. Otherwise the caller interns the frames and reports the id to Learned.
+    /// shimTried: the shim already made the whole-hit test of a built check (CheckValid 1) for
+    /// this event and it failed (WHOLE HIT in interposer_abi.h); it is not made twice.</summary>
     // The whole hit is tried here, in a frame of its own size; the rest of the walk (with its
     // 1.3 KB of level arrays and stack cookie) only when it misses (callgrind: the shared frame
     // cost ~30 instructions per hit).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Unwind(ulong pc, ulong sp, ulong bp, ulong stackLo, ulong stackHi,
-                             ulong* frames, int maxFrames, IpWalkCache* c, out uint knownId)
+                             ulong* frames, int maxFrames, IpWalkCache* c, out uint knownId,
+                             bool shimTried = false)
     {
-        if (c != null && maxFrames <= IpWalkCache.Levels && c->CheckValid != 0 && c->Count > 0 &&
+        if (c != null && maxFrames <= IpWalkCache.Levels && c->CheckValid != 0 &&
+            !(shimTried && c->CheckValid == 1) && c->Count > 0 &&
             c->Pc[c->Base] == pc && c->Sp[c->Base] == sp && c->StackId != 0 && pc != 0 && frames != null &&
             maxFrames > 0 && WholeHit(c, bp))
         {
