@@ -207,10 +207,13 @@ rr() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "n/a"; else print
 fmt() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "n/a"; else printf "%.1f", v }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f×", a / b }'; }
 
+# Sections 3-5 run each tool with its defaults only: glibc, Interposer, LSan, and the compare build.
+tool_configs=(glibc interposer lsan)
+[ "$have_lsan" = 1 ] || tool_configs=(glibc interposer)
+[ -z "$cmp_shim" ] || tool_configs+=(ip_compare)
+
 # ---- 3. peak RSS per live block --------------------------------------------------------------
-rss_configs=(glibc interposer lsan)
-[ "$have_lsan" = 1 ] || rss_configs=(glibc interposer)
-[ -z "$cmp_shim" ] || rss_configs+=(ip_compare)
+rss_configs=("${tool_configs[@]}")
 declare -A rss fill
 echo "## Peak RSS: $live_blocks live blocks of 32 bytes, 3 rounds" >&2
 for n in 0 "$live_blocks"; do
@@ -234,9 +237,7 @@ done
 # each child with only the configuration's variables; BENCH_STARTUP spawns per round, 3 rounds
 # interleaved.
 startup_n=${BENCH_STARTUP:-40}
-start_configs=(glibc interposer lsan)
-[ "$have_lsan" = 1 ] || start_configs=(glibc interposer)
-[ -z "$cmp_shim" ] || start_configs+=(ip_compare)
+start_configs=("${tool_configs[@]}")
 declare -A startup_ms
 echo "## Start-up: /bin/true x $startup_n, 3 rounds" >&2
 for r in 1 2 3; do
@@ -258,9 +259,7 @@ done
 # One producer/consumer pair (handoff.c, two threads on the two cores): every block is freed by
 # another thread than the one that allocated it. BENCH_REPS rounds interleaved, ns per item.
 handoff_n=${BENCH_HANDOFF:-200000}
-handoff_configs=(glibc interposer lsan)
-[ "$have_lsan" = 1 ] || handoff_configs=(glibc interposer)
-[ -z "$cmp_shim" ] || handoff_configs+=(ip_compare)
+handoff_configs=("${tool_configs[@]}")
 declare -A handoff_ns
 echo "## Cross-thread frees: 1 producer/consumer pair x $handoff_n items, $reps rounds" >&2
 for r in $(seq 1 "$reps"); do
