@@ -211,8 +211,15 @@ void ip_thread_register(void)
     char name[17] = {0};
     prctl(PR_GET_NAME, name, 0, 0, 0);
     pthread_setspecific(s_exit_key, (void *)1);
-    if (__atomic_load_n(&g_ip_gc_window, __ATOMIC_RELAXED) != 0)
-        ip_hook_protect(t); /* attaching to the runtime may wait for a GC */
+    /* Attaching to the runtime may wait for a GC (pthread_cond_wait: a cancellation point), and
+       a thread not yet published is one the window opener does not wait for: a GC may start at any
+       moment of this call. So cancellation is off for the whole registration, whether a window is
+       open or not. It used to be off only when a window was open as this thread looked:
+       cancel_during_gc.c (workers cancelled at their first malloc while dumps run) then hung now
+       and then, the cancelled thread still holding the runtime's GC-event mutex, or aborted with
+       "double free" (the cancel acted inside malloc, whose caller's cleanup freed again). Once per
+       thread. */
+    ip_hook_protect(t);
     uint64_t tcb;
     __asm__("mov %%fs:0, %0" : "=r"(tcb));
     int32_t index = g_ip_core.on_thread_start(t->tid, name, t->stack_lo, t->stack_hi, tcb);
